@@ -1,0 +1,260 @@
+"""The state of one lead: a versioned profile that converges whatever the arrival order.
+
+Every field, tag and static-list membership carries the version `(occurred_at, event_id)`
+of the event that set it, and the larger version wins (SPEC section 2). A deletion is a
+tombstone version: everything older is dropped and no older event applies again, while
+newer data survives, so the final profile is the same for any order and any duplicates.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from typing import NamedTuple
+
+from schemas.records import ChangeEvent
+
+# Seen event ids are kept to recognise re-deliveries; a duplicate that is no longer
+# recognised is still harmless (versions make re-applying a no-op, activities are
+# de-duplicated by id), so the bound only affects the duplicate count.
+SEEN_MAX = 256
+SEEN_HORIZON_US = 7 * 86_400 * 1_000_000
+
+
+def activity_order(activity):
+    """Profile activities sort by (occurred_at, event_id): the version order."""
+    return activity[0], activity[3]
+
+
+class Profile(NamedTuple):
+    """What the rules read of a lead: the input of a from-scratch evaluation."""
+    fields: dict          # name -> value (cleared fields are absent)
+    tags: frozenset       # lower-case tags
+    static_lists: frozenset
+    activities: tuple     # (occurred_at, kind, ref or None, event_id), kind and ref lower-case
+
+
+class Changes:
+    """What one applied event changed, for incremental evaluation."""
+    __slots__ = ("fields", "tags", "statics", "activities", "deleted")
+
+    def __init__(self):
+        self.fields = {}        # name -> previous value (None when it was absent)
+        self.tags = set()
+        self.statics = set()
+        self.activities = set()  # (kind, ref)
+        self.deleted = False
+
+    def __bool__(self):
+        return bool(self.fields or self.tags or self.statics or self.activities
+                    or self.deleted)
+
+
+class ActivityPolicy(NamedTuple):
+    """How much history of one activity kind the definitions can still look at."""
+    horizon: object       # microseconds, or None when a rule counts over all time
+    cap: int              # newest entries kept per ref group: enough to decide every count
+    refs: frozenset       # refs that rules filter on; other refs share one group
+
+
+class LeadState:
+    """One lead's profile, memberships and bookkeeping; plain data, picklable."""
+
+    __slots__ = ("values", "versions", "tags", "statics", "acts", "tomb", "last", "seen",
+                 "clock", "members", "next_flip", "defs_version", "view", "view_owner",
+                 "tag_set", "static_set")
+
+    def __init__(self):
+        self.values = {}      # field -> raw value (None: cleared, kept for its version)
+        self.versions = {}    # field -> (occurred_at, event_id)
+        self.tags = {}        # tag -> (present, occurred_at, event_id)
+        self.statics = {}     # static list id -> (present, occurred_at, event_id)
+        self.acts = {}        # kind -> sorted [(occurred_at, event_id, ref)]
+        self.tomb = None      # version of the newest deletion
+        self.last = None      # newest version of any non-deletion event
+        self.seen = {}        # event_id -> occurred_at
+        self.clock = None     # evaluation time of `members`
+        self.members = {}     # list id -> since (microseconds)
+        self.next_flip = None
+        self.defs_version = None
+        self._reset_derived()
+
+    @classmethod
+    def from_profile(cls, profile, version=(0, "")):
+        """A state holding `profile`, every entry at `version` (for rebuilds and tests)."""
+        state = cls()
+        if profile is None:
+            return state
+        state.last = version
+        state.values = dict(profile.fields)
+        state.versions = dict.fromkeys(profile.fields, version)
+        state.tags = {t: (True,) + version for t in profile.tags}
+        state.statics = {s: (True,) + version for s in profile.static_lists}
+        for ts, kind, ref, eid in profile.activities:
+            state.acts.setdefault(kind, []).append((ts, eid, ref))
+        for entries in state.acts.values():
+            entries.sort()
+        state._reset_derived()
+        return state
+
+    def _reset_derived(self):
+        self.view = None      # compiled view of the fields, owned by one CompiledTenant
+        self.view_owner = None
+        self.tag_set = {t for t, (present, _, _) in self.tags.items() if present}
+        self.static_set = {s for s, (present, _, _) in self.statics.items() if present}
+
+    # -- persistence: derived views are rebuilt, not stored ---------------------------
+    def __getstate__(self):
+        return (self.values, self.versions, self.tags, self.statics, self.acts, self.tomb,
+                self.last, self.seen, self.clock, self.members, self.next_flip,
+                self.defs_version)
+
+    def __setstate__(self, data):
+        (self.values, self.versions, self.tags, self.statics, self.acts, self.tomb,
+         self.last, self.seen, self.clock, self.members, self.next_flip,
+         self.defs_version) = data
+        self._reset_derived()
+
+    @property
+    def exists(self):
+        return self.last is not None and (self.tomb is None or self.last > self.tomb)
+
+    @property
+    def is_empty(self):
+        """True when nothing but bookkeeping is left, so the state may be freed."""
+        return not (self.values or self.tags or self.statics or self.acts or self.members)
+
+    def profile(self):
+        if not self.exists:
+            return None
+        activities = tuple(sorted(((ts, kind, ref, eid) for kind, entries in self.acts.items()
+                                   for ts, eid, ref in entries), key=activity_order))
+        return Profile({k: v for k, v in self.values.items() if v is not None},
+                       frozenset(self.tag_set), frozenset(self.static_set), activities)
+
+    # -- applying events ----------------------------------------------------------------
+    def is_duplicate(self, event):
+        return event.event_id in self.seen
+
+    def apply(self, event: ChangeEvent, policies):
+        """Merge one event; return the Changes, or None when it is older than a deletion.
+
+        `policies` maps an activity kind to its ActivityPolicy; activities of kinds no
+        rule reads are not kept.
+        """
+        version = (event.occurred_at, event.event_id)
+        self._remember(event)
+        tomb = self.tomb
+        changes = Changes()
+        kind = event.type
+        if kind == "lead_deleted":
+            if tomb is None or version > tomb:
+                self.tomb = version
+                self._purge_before(version, changes)
+            return changes
+        if tomb is not None and version < tomb:
+            return None
+        if self.last is None or version > self.last:
+            self.last = version
+        if kind == "lead_upserted":
+            values, versions = self.values, self.versions
+            for name, value in (event.fields or {}).items():
+                current = versions.get(name)
+                if current is None or version > current:
+                    old = values.get(name)
+                    values[name] = value
+                    versions[name] = version
+                    if old != value or type(old) is not type(value):
+                        changes.fields.setdefault(name, old)
+        elif kind == "activity":
+            kind_ = event.activity_kind.lower()
+            policy = policies.get(kind_)
+            if policy is not None:
+                ref = event.activity_ref.lower() if event.activity_ref else None
+                entries = self.acts.setdefault(kind_, [])
+                if not any(e[1] == event.event_id for e in entries):
+                    insort(entries, (event.occurred_at, event.event_id, ref))
+                    changes.activities.add((kind_, ref))
+                    self._compact_kind(kind_, policy)
+        elif kind in ("tag_added", "tag_removed"):
+            self._set_flag(self.tags, self.tag_set, event.tag.lower(),
+                           kind == "tag_added", version, changes.tags)
+        else:
+            self._set_flag(self.statics, self.static_set, event.list_id,
+                           kind == "static_list_added", version, changes.statics)
+        return changes
+
+    @staticmethod
+    def _set_flag(flags, present_set, name, present, version, changed):
+        current = flags.get(name)
+        if current is not None and version <= (current[1], current[2]):
+            return
+        flags[name] = (present, version[0], version[1])
+        was = current is not None and current[0]
+        if was != present:
+            changed.add(name)
+            if present:
+                present_set.add(name)
+            else:
+                present_set.discard(name)
+
+    def _purge_before(self, version, changes):
+        changes.deleted = True
+        for name in [n for n, v in self.versions.items() if v < version]:
+            changes.fields.setdefault(name, self.values.pop(name))
+            del self.versions[name]
+        for flags, present_set, changed in ((self.tags, self.tag_set, changes.tags),
+                                            (self.statics, self.static_set, changes.statics)):
+            for name in [n for n, f in flags.items() if (f[1], f[2]) < version]:
+                if flags.pop(name)[0]:
+                    present_set.discard(name)
+                    changed.add(name)
+        for kind in list(self.acts):
+            kept = [e for e in self.acts[kind] if (e[0], e[1]) > version]
+            if len(kept) != len(self.acts[kind]):
+                changes.activities.update((kind, e[2]) for e in self.acts[kind])
+            if kept:
+                self.acts[kind] = kept
+            else:
+                del self.acts[kind]
+
+    def _remember(self, event):
+        seen = self.seen
+        seen[event.event_id] = event.occurred_at
+        if len(seen) > SEEN_MAX:
+            newest = max(seen.values())
+            horizon = newest - SEEN_HORIZON_US
+            kept = sorted((ts, eid) for eid, ts in seen.items() if ts > horizon)
+            self.seen = {eid: ts for ts, eid in kept[-SEEN_MAX:]}
+
+    # -- activity history -------------------------------------------------------------
+    def _compact_kind(self, kind, policy):
+        """Keep only what a rule can still count: inside the horizon, newest `cap` a group."""
+        entries = self.acts[kind]
+        if policy.horizon is not None and self.clock is not None:
+            cutoff = self.clock - policy.horizon
+            if entries and entries[0][0] <= cutoff:
+                entries = [e for e in entries if e[0] > cutoff]
+        if len(entries) > policy.cap:
+            counts = {}
+            kept = []
+            for entry in reversed(entries):
+                group = entry[2] if entry[2] in policy.refs else None
+                seen = counts.get(group, 0)
+                if seen < policy.cap:
+                    counts[group] = seen + 1
+                    kept.append(entry)
+            kept.reverse()
+            entries = kept
+        if entries:
+            self.acts[kind] = entries
+        else:
+            del self.acts[kind]
+
+    def compact(self, policies):
+        """Drop activity history no rule can count any more (after the clock moved)."""
+        for kind in list(self.acts):
+            policy = policies.get(kind)
+            if policy is None:
+                del self.acts[kind]
+            else:
+                self._compact_kind(kind, policy)

@@ -1,0 +1,108 @@
+"""The reference interpreter: a plain recursion over the rule JSON, obviously correct.
+
+It reads a `Profile` directly (no views, no indexes, no generated code) and is the oracle
+the tests hold the compiled, incremental path to. It is also what `explain` and
+`reconcile` use, where clarity matters more than speed.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rules.definitions import activity_bounds
+from rules.values import canon, days_to_us, to_date_us, to_number
+
+
+def field_matches(op, target, raw, now):
+    """Whether a field with value `raw` satisfies `op target` at time `now`."""
+    key = canon(raw)
+    if op == "eq":
+        return key is not None and key == canon(target)
+    if op == "neq":
+        return key is None or key != canon(target)
+    if op == "in":
+        return key is not None and key in {canon(v) for v in target}
+    if op == "not_in":
+        return key is None or key not in {canon(v) for v in target}
+    if op == "is_empty":
+        return key is None
+    if op == "is_not_empty":
+        return key is not None
+    text = key or ""
+    if op == "contains":
+        return canon(target) in text
+    if op == "not_contains":
+        return canon(target) not in text
+    if op == "starts_with":
+        return text.startswith(canon(target))
+    if op == "ends_with":
+        return text.endswith(canon(target))
+    if op == "matches":
+        return re.search(target, text, re.IGNORECASE) is not None
+    if op in ("gt", "gte", "lt", "lte", "between"):
+        number = to_number(raw)
+        if number is None:
+            return False
+        if op == "between":
+            return target[0] <= number <= target[1]
+        return {"gt": number > target, "gte": number >= target,
+                "lt": number < target, "lte": number <= target}[op]
+    if op in ("within_last_days", "before_days_ago"):
+        date = to_date_us(raw)
+        if date is None:
+            return False
+        window = days_to_us(target)
+        if op == "within_last_days":
+            return date <= now < date + window
+        return date + window <= now
+    raise ValueError(f"unknown operator {op}")
+
+
+def activity_count(node, profile, now):
+    """How many of the lead's activities the activity node counts at `now`."""
+    kind = node["activity"].lower()
+    ref = node["ref"].lower() if node.get("ref") else None
+    window = days_to_us(node["within_days"]) if "within_days" in node else None
+    return sum(1 for ts, k, r, _ in profile.activities
+               if k == kind and (ref is None or r == ref)
+               and (window is None or now < ts + window))
+
+
+def activity_matches(node, profile, now):
+    low, high = activity_bounds(node)
+    count = activity_count(node, profile, now)
+    return count >= low and (high is None or count <= high)
+
+
+def evaluate(node, profile, members, now):
+    """The value of one rule node for a lead; `members` holds the lists it is in so far."""
+    if "all" in node:
+        return all(evaluate(child, profile, members, now) for child in node["all"])
+    if "any" in node:
+        return any(evaluate(child, profile, members, now) for child in node["any"])
+    if "not" in node:
+        return not evaluate(node["not"], profile, members, now)
+    if "field" in node:
+        return field_matches(node["op"], node.get("value"), profile.fields.get(node["field"]),
+                             now)
+    if "tag" in node:
+        return node["tag"].lower() in profile.tags
+    if "list" in node:
+        return node["list"] in members
+    return activity_matches(node, profile, now)
+
+
+def evaluate_tenant(tenant, profile, now):
+    """The lists of `tenant` (TenantDefs) a lead belongs to at `now`; none when deleted."""
+    members = set()
+    if profile is None:
+        return members
+    for lid in tenant.order:
+        definition = tenant.lists[lid]
+        if definition.static:
+            value = lid in profile.static_lists
+        else:
+            value = evaluate(definition.rules, profile, members, now)
+        if value:
+            members.add(lid)
+    return members

@@ -1,0 +1,121 @@
+"""The value semantics of the list-definition language, in one place.
+
+Every comparison the engine makes goes through these conversions, so the compiled path,
+the reference interpreter and the explainer agree on what "equal", "numeric", "empty"
+and "a date" mean. Times are integer microseconds since the Unix epoch throughout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime, timezone
+
+DAY_US = 86_400 * 1_000_000
+NAN = math.nan
+
+# RFC 3339 date-time: date, 'T' or space, time, optional fraction, mandatory offset.
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def canon(value):
+    """The comparison key of a field value, or None when the value is empty.
+
+    Strings compare without case; numbers by their shortest decimal form (so 5, 5.0 and
+    "5" are equal, but "05" is not 5: identifiers such as zip codes keep their zeros);
+    booleans as "true"/"false"; arrays and objects by their canonical JSON text.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.lower() if value else None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (math.inf, -math.inf):
+            return str(value).lower()
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, (list, dict)):
+        if not value:
+            return None
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).lower()
+    return str(value).lower()
+
+
+def to_number(value):
+    """The value as a finite float, or None when it is not numeric.
+
+    Numbers and strings holding a decimal number count; booleans, empty values and
+    anything else do not, so numeric operators are simply false on them.
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text or text[-1] not in "0123456789.":
+            return None  # rejects "nan", "inf" and words cheaply
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def parse_timestamp(text):
+    """Microseconds since the epoch of an RFC 3339 timestamp; ValueError when it is not one."""
+    if not isinstance(text, str) or not _RFC3339.match(text):
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
+    try:
+        moment = datetime.fromisoformat(text.upper())
+    except ValueError as err:
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}") from err
+    delta = moment - _EPOCH
+    micros = delta.microseconds
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + micros
+
+
+def to_date_us(value):
+    """Microseconds since the epoch of a date field, or None when it is not a date.
+
+    A date field holds an RFC 3339 timestamp or a calendar date (YYYY-MM-DD, taken as
+    midnight UTC). Numbers are not dates: epoch seconds and milliseconds cannot be told
+    apart, and guessing would put leads in the wrong lists.
+    """
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if _DATE_ONLY.match(text):
+        try:
+            moment = datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+        except ValueError:
+            return None
+        delta = moment - _EPOCH
+        return delta.days * DAY_US
+    try:
+        return parse_timestamp(text)
+    except ValueError:
+        return None
+
+
+def format_ts(micros):
+    """RFC 3339 text (UTC, microseconds) of a time in microseconds since the epoch."""
+    seconds, micro = divmod(int(micros), 1_000_000)
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{micro:06d}Z"
+
+
+def days_to_us(days):
+    """A window length in days as whole microseconds."""
+    return int(round(days * DAY_US))
