@@ -1,260 +1,413 @@
-"""The state of one lead: a versioned profile that converges whatever the arrival order.
+"""Compile one tenant's lists into Python functions and index them by what they read.
 
-Every field, tag and static-list membership carries the version `(occurred_at, event_id)`
-of the event that set it, and the larger version wins (SPEC section 2). A deletion is a
-tombstone version: everything older is dropped and no older event applies again, while
-newer data survives, so the final profile is the same for any order and any duplicates.
+Each list becomes a generated function over a lead's field view; the tenant gets one more
+function that evaluates every list in dependency order. Beside them sit predicate
+indexes: value -> lists for `eq`/`in`, sorted thresholds for numeric operators, and
+kind/tag/field tables, so that a change re-evaluates only lists whose predicates can
+actually change value, then the lists that reference those (the cascade).
 """
 
 from __future__ import annotations
 
-from bisect import insort
-from typing import NamedTuple
+import heapq
+import math
+import re
+from bisect import bisect_left, bisect_right
 
-from schemas.records import ChangeEvent
+from rules.definitions import (DATE_OPS, EMPTY_OPS, NUMERIC_OPS, SCALAR_OPS, SET_OPS,
+                               TenantDefs, activity_bounds)
+from rules.lead import ActivityPolicy
+from rules.values import NAN, canon, days_to_us, to_date_us, to_number
 
-# Seen event ids are kept to recognise re-deliveries; a duplicate that is no longer
-# recognised is still harmless (versions make re-applying a no-op, activities are
-# de-duplicated by id), so the bound only affects the duplicate count.
-SEEN_MAX = 256
-SEEN_HORIZON_US = 7 * 86_400 * 1_000_000
-
-
-def activity_order(activity):
-    """Profile activities sort by (occurred_at, event_id): the version order."""
-    return activity[0], activity[3]
+_CMP = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
-class Profile(NamedTuple):
-    """What the rules read of a lead: the input of a from-scratch evaluation."""
-    fields: dict          # name -> value (cleared fields are absent)
-    tags: frozenset       # lower-case tags
-    static_lists: frozenset
-    activities: tuple     # (occurred_at, kind, ref or None, event_id), kind and ref lower-case
+def count_activities(acts, kind, ref, window, now):
+    """How many activities of `kind` (on `ref`, when given) count at `now`.
+
+    `window` is in microseconds, or None for all time; an activity at time `a` counts
+    while `now < a + window`.
+    """
+    entries = acts.get(kind)
+    if not entries:
+        return 0
+    if window is None:
+        if ref is None:
+            return len(entries)
+        return sum(1 for e in entries if e[2] == ref)
+    cutoff = now - window
+    if ref is None:
+        return len(entries) - bisect_right(entries, cutoff, key=_first)
+    count = 0
+    for entry in reversed(entries):
+        if entry[0] <= cutoff:
+            break
+        if entry[2] == ref:
+            count += 1
+    return count
 
 
-class Changes:
-    """What one applied event changed, for incremental evaluation."""
-    __slots__ = ("fields", "tags", "statics", "activities", "deleted")
-
-    def __init__(self):
-        self.fields = {}        # name -> previous value (None when it was absent)
-        self.tags = set()
-        self.statics = set()
-        self.activities = set()  # (kind, ref)
-        self.deleted = False
-
-    def __bool__(self):
-        return bool(self.fields or self.tags or self.statics or self.activities
-                    or self.deleted)
+def _first(entry):
+    return entry[0]
 
 
-class ActivityPolicy(NamedTuple):
-    """How much history of one activity kind the definitions can still look at."""
-    horizon: object       # microseconds, or None when a rule counts over all time
-    cap: int              # newest entries kept per ref group: enough to decide every count
-    refs: frozenset       # refs that rules filter on; other refs share one group
+class _Codegen:
+    """Turns rule trees into expressions and fills the indexes as it meets predicates."""
+
+    def __init__(self, tenant):
+        self.t = tenant
+        self.consts = {}
+        self._const_ids = {}
+
+    def const(self, value, prefix="_k"):
+        key = (prefix, repr(value))
+        name = self._const_ids.get(key)
+        if name is None:
+            name = f"{prefix}{len(self._const_ids)}"
+            self._const_ids[key] = name
+            self.consts[name] = value
+        return name
+
+    def expr(self, node, idx):
+        if "all" in node or "any" in node:
+            key = "all" if "all" in node else "any"
+            parts = [self.expr(child, idx) for child in node[key]]
+            if not parts:
+                return "True" if key == "all" else "False"
+            return "(" + (" and " if key == "all" else " or ").join(parts) + ")"
+        if "not" in node:
+            return f"(not {self.expr(node['not'], idx)})"
+        t = self.t
+        if "field" in node:
+            t.own[idx] = True
+            return self.field_expr(node["field"], node["op"], node.get("value"), idx)
+        if "tag" in node:
+            t.own[idx] = True
+            tag = node["tag"].lower()
+            t.tag_index.setdefault(tag, set()).add(idx)
+            return f"({tag!r} in T)"
+        if "list" in node:
+            target = t.pos[node["list"]]
+            t.rev.setdefault(target, set()).add(idx)
+            return f"({node['list']!r} in M)"
+        return self.activity_expr(node, idx)
+
+    def field_expr(self, name, op, value, idx):
+        t = self.t
+        f = repr(name)
+        if op in SCALAR_OPS or op in SET_OPS:
+            keys = [canon(value)] if op in SCALAR_OPS else [canon(v) for v in value]
+            bucket = t.eq_index.setdefault(name, {})
+            for key in keys:
+                bucket.setdefault(key, set()).add(idx)
+            if op == "eq":
+                return f"(C.get({f}) == {keys[0]!r})"
+            if op == "neq":
+                return f"(C.get({f}) != {keys[0]!r})"
+            consts = self.const(frozenset(keys))
+            return f"(C.get({f}) {'in' if op == 'in' else 'not in'} {consts})"
+        if op in NUMERIC_OPS or op == "between":
+            t.numeric_fields.add(name)
+            bounds = value if op == "between" else [value]
+            entries = t.thresholds.setdefault(name, [])
+            for bound in bounds:
+                entries.append((float(bound), idx))
+            t.num_all.setdefault(name, set()).add(idx)
+            if op == "between":
+                return f"({float(value[0])!r} <= N.get({f}, _nan) <= {float(value[1])!r})"
+            return f"(N.get({f}, _nan) {_CMP[op]} {float(value)!r})"
+        if op in EMPTY_OPS:
+            t.empty_index.setdefault(name, set()).add(idx)
+            return f"({f} {'not in' if op == 'is_empty' else 'in'} C)"
+        if op in DATE_OPS:
+            t.date_fields.add(name)
+            t.date_index.setdefault(name, set()).add(idx)
+            t.time_lists.add(idx)
+            window = days_to_us(value)
+            windows = t.date_windows.setdefault(name, (set(), set()))
+            windows[0 if op == "within_last_days" else 1].add(window)
+            if op == "within_last_days":
+                return f"(now - {window} < DT.get({f}, _nan) <= now)"
+            return f"(DT.get({f}, _nan) <= now - {window})"
+        # string operators: evaluated on the lower-case text ('' when empty)
+        if op == "matches":
+            pred = re.compile(value, re.IGNORECASE).search
+            fn = self.const(pred, "_r")
+            code = f"({fn}(C.get({f}, '')) is not None)"
+            check = lambda text, pred=pred: pred(text) is not None  # noqa: E731
+        else:
+            needle = canon(value)
+            code = {"contains": f"({needle!r} in C.get({f}, ''))",
+                    "not_contains": f"({needle!r} not in C.get({f}, ''))",
+                    "starts_with": f"C.get({f}, '').startswith({needle!r})",
+                    "ends_with": f"C.get({f}, '').endswith({needle!r})"}[op]
+            check = {"contains": lambda text, n=needle: n in text,
+                     "not_contains": lambda text, n=needle: n in text,
+                     "starts_with": lambda text, n=needle: text.startswith(n),
+                     "ends_with": lambda text, n=needle: text.endswith(n)}[op]
+        atoms = t.string_atoms.setdefault(name, {})
+        atoms.setdefault((op, repr(value)), (check, set()))[1].add(idx)
+        return code
+
+    def activity_expr(self, node, idx):
+        t = self.t
+        t.own[idx] = True
+        kind = node["activity"].lower()
+        ref = node["ref"].lower() if node.get("ref") else None
+        low, high = activity_bounds(node)
+        window = days_to_us(node["within_days"]) if "within_days" in node else None
+        t.act_index.setdefault((kind, ref), set()).add(idx)
+        needed = max(low, (high + 1) if high is not None else 0, 1)
+        horizon, cap, refs = t.policy_parts.get(kind, (0, 1, set()))
+        horizon = None if window is None or horizon is None else max(horizon, window)
+        if ref is not None:
+            refs.add(ref)
+        t.policy_parts[kind] = (horizon, max(cap, needed), refs)
+        if window is not None:
+            t.time_lists.add(idx)
+            t.window_atoms.setdefault(kind, set()).add((ref, window, low, high))
+        count = f"_count(A, {kind!r}, {ref!r}, {window!r}, now)"
+        if high is None:
+            return "True" if low == 0 else f"({count} >= {low})"
+        return f"({low} <= {count} <= {high})"
 
 
-class LeadState:
-    """One lead's profile, memberships and bookkeeping; plain data, picklable."""
+class CompiledTenant:
+    """Everything needed to evaluate the leads of one tenant quickly."""
 
-    __slots__ = ("values", "versions", "tags", "statics", "acts", "tomb", "last", "seen",
-                 "clock", "members", "next_flip", "defs_version", "view", "view_owner",
-                 "tag_set", "static_set")
+    def __init__(self, tenant: TenantDefs, version):
+        self.tenant_id = tenant.tenant_id
+        self.version = version
+        self.order = list(tenant.order)
+        self.pos = {lid: i for i, lid in enumerate(self.order)}
+        self.static = frozenset(lid for lid, d in tenant.lists.items() if d.static)
+        size = len(self.order)
+        self.own = [False] * size
+        self.rev = {}
+        self.eq_index, self.empty_index, self.string_atoms = {}, {}, {}
+        self.thresholds, self.num_all, self.numeric_fields = {}, {}, set()
+        self.date_index, self.date_windows, self.date_fields = {}, {}, set()
+        self.tag_index, self.act_index, self.window_atoms = {}, {}, {}
+        self.time_lists, self.policy_parts = set(), {}
 
-    def __init__(self):
-        self.values = {}      # field -> raw value (None: cleared, kept for its version)
-        self.versions = {}    # field -> (occurred_at, event_id)
-        self.tags = {}        # tag -> (present, occurred_at, event_id)
-        self.statics = {}     # static list id -> (present, occurred_at, event_id)
-        self.acts = {}        # kind -> sorted [(occurred_at, event_id, ref)]
-        self.tomb = None      # version of the newest deletion
-        self.last = None      # newest version of any non-deletion event
-        self.seen = {}        # event_id -> occurred_at
-        self.clock = None     # evaluation time of `members`
-        self.members = {}     # list id -> since (microseconds)
-        self.next_flip = None
-        self.defs_version = None
-        self._reset_derived()
+        gen = _Codegen(self)
+        bodies, full = [], ["def _full(C, N, DT, T, S, M, A, now):"]
+        for i, lid in enumerate(self.order):
+            definition = tenant.lists[lid]
+            if definition.static:
+                self.own[i] = True
+                expr = f"({lid!r} in S)"
+            else:
+                expr = gen.expr(definition.rules, i)
+            bodies.append(f"def _l{i}(C, N, DT, T, S, M, A, now):\n    return {expr}\n")
+            full.append(f"    if {expr}: M.add({lid!r})")
+        full.append("    return M")
+        namespace = {"_nan": NAN, "_count": count_activities, **gen.consts}
+        exec(compile("\n".join(bodies + ["\n".join(full)]),  # noqa: S102 - generated here
+                     f"<lists of {self.tenant_id}>", "exec"), namespace)
+        self.fns = [namespace[f"_l{i}"] for i in range(size)]
+        self._full = namespace["_full"]
+        self.sources = bodies
 
-    @classmethod
-    def from_profile(cls, profile, version=(0, "")):
-        """A state holding `profile`, every entry at `version` (for rebuilds and tests)."""
-        state = cls()
-        if profile is None:
-            return state
-        state.last = version
-        state.values = dict(profile.fields)
-        state.versions = dict.fromkeys(profile.fields, version)
-        state.tags = {t: (True,) + version for t in profile.tags}
-        state.statics = {s: (True,) + version for s in profile.static_lists}
-        for ts, kind, ref, eid in profile.activities:
-            state.acts.setdefault(kind, []).append((ts, eid, ref))
-        for entries in state.acts.values():
-            entries.sort()
-        state._reset_derived()
-        return state
+        self.rev = {i: tuple(sorted(users)) for i, users in self.rev.items()}
+        for name, entries in self.thresholds.items():
+            entries.sort(key=lambda e: e[0])
+            self.thresholds[name] = ([e[0] for e in entries], [e[1] for e in entries])
+        self.string_atoms = {name: list(atoms.values())
+                             for name, atoms in self.string_atoms.items()}
+        self.date_windows = {name: (tuple(sorted(w)), tuple(sorted(b)))
+                             for name, (w, b) in self.date_windows.items()}
+        self.window_atoms = {kind: tuple(sorted(atoms, key=repr))
+                             for kind, atoms in self.window_atoms.items()}
+        self.policies = {kind: ActivityPolicy(horizon, cap, frozenset(refs))
+                         for kind, (horizon, cap, refs) in self.policy_parts.items()}
+        self.has_time = bool(self.time_lists)
 
-    def _reset_derived(self):
-        self.view = None      # compiled view of the fields, owned by one CompiledTenant
-        self.view_owner = None
-        self.tag_set = {t for t, (present, _, _) in self.tags.items() if present}
-        self.static_set = {s for s, (present, _, _) in self.statics.items() if present}
+    # -- the field view -----------------------------------------------------------------
+    def field_entry(self, name, value):
+        """(comparison key, number, date) of one field value, as the compiled code reads."""
+        number = to_number(value) if name in self.numeric_fields else None
+        date = to_date_us(value) if name in self.date_fields else None
+        return canon(value), number, date
 
-    # -- persistence: derived views are rebuilt, not stored ---------------------------
-    def __getstate__(self):
-        return (self.values, self.versions, self.tags, self.statics, self.acts, self.tomb,
-                self.last, self.seen, self.clock, self.members, self.next_flip,
-                self.defs_version)
+    def view_of(self, state):
+        """The (C, N, DT) dictionaries of a lead, cached on its state for this tenant."""
+        if state.view_owner is not self:
+            C, N, DT = {}, {}, {}
+            for name, value in state.values.items():
+                key, number, date = self.field_entry(name, value)
+                if key is not None:
+                    C[name] = key
+                if number is not None:
+                    N[name] = number
+                if date is not None:
+                    DT[name] = date
+            state.view, state.view_owner = (C, N, DT), self
+        return state.view
 
-    def __setstate__(self, data):
-        (self.values, self.versions, self.tags, self.statics, self.acts, self.tomb,
-         self.last, self.seen, self.clock, self.members, self.next_flip,
-         self.defs_version) = data
-        self._reset_derived()
+    def update_view(self, view, name, value):
+        """Set one field of a cached view to its new value."""
+        for table, item in zip(view, self.field_entry(name, value)):
+            if item is None:
+                table.pop(name, None)
+            else:
+                table[name] = item
 
-    @property
-    def exists(self):
-        return self.last is not None and (self.tomb is None or self.last > self.tomb)
+    # -- evaluation ---------------------------------------------------------------------
+    def evaluate_all(self, view, tags, statics, acts, now):
+        """Every list, from scratch: the set of list ids the lead belongs to."""
+        C, N, DT = view
+        return self._full(C, N, DT, tags, statics, set(), acts, now)
 
-    @property
-    def is_empty(self):
-        """True when nothing but bookkeeping is left, so the state may be freed."""
-        return not (self.values or self.tags or self.statics or self.acts or self.members)
+    def diff(self, before, after):
+        """Deltas (list id, added, depth) turning `before` into `after`, in list order.
 
-    def profile(self):
-        if not self.exists:
-            return None
-        activities = tuple(sorted(((ts, kind, ref, eid) for kind, entries in self.acts.items()
-                                   for ts, eid, ref in entries), key=activity_order))
-        return Profile({k: v for k, v in self.values.items() if v is not None},
-                       frozenset(self.tag_set), frozenset(self.static_set), activities)
-
-    # -- applying events ----------------------------------------------------------------
-    def is_duplicate(self, event):
-        return event.event_id in self.seen
-
-    def apply(self, event: ChangeEvent, policies):
-        """Merge one event; return the Changes, or None when it is older than a deletion.
-
-        `policies` maps an activity kind to its ActivityPolicy; activities of kinds no
-        rule reads are not kept.
+        A list with predicates of its own changed at depth 0; a list made only of
+        references changed through the shallowest changed list it references.
         """
-        version = (event.occurred_at, event.event_id)
-        self._remember(event)
-        tomb = self.tomb
-        changes = Changes()
-        kind = event.type
-        if kind == "lead_deleted":
-            if tomb is None or version > tomb:
-                self.tomb = version
-                self._purge_before(version, changes)
-            return changes
-        if tomb is not None and version < tomb:
-            return None
-        if self.last is None or version > self.last:
-            self.last = version
-        if kind == "lead_upserted":
-            values, versions = self.values, self.versions
-            for name, value in (event.fields or {}).items():
-                current = versions.get(name)
-                if current is None or version > current:
-                    old = values.get(name)
-                    values[name] = value
-                    versions[name] = version
-                    if old != value or type(old) is not type(value):
-                        changes.fields.setdefault(name, old)
-        elif kind == "activity":
-            kind_ = event.activity_kind.lower()
-            policy = policies.get(kind_)
-            if policy is not None:
-                ref = event.activity_ref.lower() if event.activity_ref else None
-                entries = self.acts.setdefault(kind_, [])
-                if not any(e[1] == event.event_id for e in entries):
-                    insort(entries, (event.occurred_at, event.event_id, ref))
-                    changes.activities.add((kind_, ref))
-                    self._compact_kind(kind_, policy)
-        elif kind in ("tag_added", "tag_removed"):
-            self._set_flag(self.tags, self.tag_set, event.tag.lower(),
-                           kind == "tag_added", version, changes.tags)
-        else:
-            self._set_flag(self.statics, self.static_set, event.list_id,
-                           kind == "static_list_added", version, changes.statics)
-        return changes
-
-    @staticmethod
-    def _set_flag(flags, present_set, name, present, version, changed):
-        current = flags.get(name)
-        if current is not None and version <= (current[1], current[2]):
-            return
-        flags[name] = (present, version[0], version[1])
-        was = current is not None and current[0]
-        if was != present:
-            changed.add(name)
-            if present:
-                present_set.add(name)
+        changed = sorted(self.pos[lid] for lid in before ^ after if lid in self.pos)
+        depth = {}
+        out = []
+        for i in changed:
+            lid = self.order[i]
+            if self.own[i]:
+                d = 0
             else:
-                present_set.discard(name)
+                d = min((depth[j] + 1 for j in self._refs_of(i) if j in depth), default=0)
+            depth[i] = d
+            out.append((lid, lid in after, d))
+        # lists that no longer exist leave too
+        out.extend((lid, False, 0) for lid in sorted(before - after) if lid not in self.pos)
+        return out
 
-    def _purge_before(self, version, changes):
-        changes.deleted = True
-        for name in [n for n, v in self.versions.items() if v < version]:
-            changes.fields.setdefault(name, self.values.pop(name))
-            del self.versions[name]
-        for flags, present_set, changed in ((self.tags, self.tag_set, changes.tags),
-                                            (self.statics, self.static_set, changes.statics)):
-            for name in [n for n, f in flags.items() if (f[1], f[2]) < version]:
-                if flags.pop(name)[0]:
-                    present_set.discard(name)
-                    changed.add(name)
-        for kind in list(self.acts):
-            kept = [e for e in self.acts[kind] if (e[0], e[1]) > version]
-            if len(kept) != len(self.acts[kind]):
-                changes.activities.update((kind, e[2]) for e in self.acts[kind])
-            if kept:
-                self.acts[kind] = kept
-            else:
-                del self.acts[kind]
+    def _refs_of(self, i):
+        refs = getattr(self, "_fwd", None)
+        if refs is None:
+            refs = {}
+            for target, users in self.rev.items():
+                for user in users:
+                    refs.setdefault(user, []).append(target)
+            self._fwd = refs
+        return refs.get(i, ())
 
-    def _remember(self, event):
-        seen = self.seen
-        seen[event.event_id] = event.occurred_at
-        if len(seen) > SEEN_MAX:
-            newest = max(seen.values())
-            horizon = newest - SEEN_HORIZON_US
-            kept = sorted((ts, eid) for eid, ts in seen.items() if ts > horizon)
-            self.seen = {eid: ts for ts, eid in kept[-SEEN_MAX:]}
+    def dirty_lists(self, view, changes, old_fields, time_passed):
+        """Indexes of the lists whose own predicates may have changed value."""
+        dirty = set()
+        C, N, DT = view
+        for name, (old_key, old_num, old_date) in old_fields.items():
+            new_key = C.get(name)
+            if old_key != new_key:
+                bucket = self.eq_index.get(name)
+                if bucket:
+                    for key in (old_key, new_key):
+                        hit = bucket.get(key)
+                        if hit:
+                            dirty.update(hit)
+                if (old_key is None) != (new_key is None) and name in self.empty_index:
+                    dirty.update(self.empty_index[name])
+                atoms = self.string_atoms.get(name)
+                if atoms:
+                    before, after = old_key or "", new_key or ""
+                    for check, lists in atoms:
+                        if check(before) != check(after):
+                            dirty.update(lists)
+            new_num = N.get(name)
+            if old_num != new_num and name in self.num_all:
+                if old_num is None or new_num is None:
+                    dirty.update(self.num_all[name])
+                else:
+                    bounds, lists = self.thresholds[name]
+                    low, high = (old_num, new_num) if old_num < new_num else (new_num, old_num)
+                    dirty.update(lists[bisect_left(bounds, low):bisect_right(bounds, high)])
+            if old_date != DT.get(name) and name in self.date_index:
+                dirty.update(self.date_index[name])
+        for tag in changes.tags:
+            hit = self.tag_index.get(tag)
+            if hit:
+                dirty.update(hit)
+        for lid in changes.statics:
+            i = self.pos.get(lid)
+            if i is not None and lid in self.static:
+                dirty.add(i)
+        for kind, ref in changes.activities:
+            for key in ((kind, None), (kind, ref)):
+                hit = self.act_index.get(key)
+                if hit:
+                    dirty.update(hit)
+        if time_passed:
+            dirty.update(self.time_lists)
+        return dirty
 
-    # -- activity history -------------------------------------------------------------
-    def _compact_kind(self, kind, policy):
-        """Keep only what a rule can still count: inside the horizon, newest `cap` a group."""
-        entries = self.acts[kind]
-        if policy.horizon is not None and self.clock is not None:
-            cutoff = self.clock - policy.horizon
-            if entries and entries[0][0] <= cutoff:
-                entries = [e for e in entries if e[0] > cutoff]
-        if len(entries) > policy.cap:
-            counts = {}
-            kept = []
-            for entry in reversed(entries):
-                group = entry[2] if entry[2] in policy.refs else None
-                seen = counts.get(group, 0)
-                if seen < policy.cap:
-                    counts[group] = seen + 1
-                    kept.append(entry)
-            kept.reverse()
-            entries = kept
-        if entries:
-            self.acts[kind] = entries
-        else:
-            del self.acts[kind]
+    def evaluate_dirty(self, view, tags, statics, acts, members, dirty, now):
+        """Re-evaluate `dirty` lists and their cascades in dependency order.
 
-    def compact(self, policies):
-        """Drop activity history no rule can count any more (after the clock moved)."""
-        for kind in list(self.acts):
-            policy = policies.get(kind)
-            if policy is None:
-                del self.acts[kind]
-            else:
-                self._compact_kind(kind, policy)
+        `members` (a set) is updated in place; returns deltas (list id, added, depth).
+        """
+        C, N, DT = view
+        fns, order, rev = self.fns, self.order, self.rev
+        depth = dict.fromkeys(dirty, 0)
+        heap = list(dirty)
+        heapq.heapify(heap)
+        out = []
+        while heap:
+            i = heapq.heappop(heap)
+            lid = order[i]
+            value = fns[i](C, N, DT, tags, statics, members, acts, now)
+            if value != (lid in members):
+                d = depth[i]
+                if value:
+                    members.add(lid)
+                else:
+                    members.discard(lid)
+                out.append((lid, value, d))
+                for j in rev.get(i, ()):
+                    known = depth.get(j)
+                    if known is None:
+                        depth[j] = d + 1
+                        heapq.heappush(heap, j)
+                    elif known > d + 1:
+                        depth[j] = d + 1
+        return out
+
+    # -- time ---------------------------------------------------------------------------
+    def next_flip(self, view, acts, now):
+        """The earliest moment after `now` at which a time-window predicate changes value.
+
+        None when nothing can change with time alone. Exact per predicate: counts are
+        followed down as activities leave their window, dates cross their bounds.
+        """
+        best = math.inf
+        DT = view[2]
+        for name, (within, before) in self.date_windows.items():
+            date = DT.get(name)
+            if date is None:
+                continue
+            if within and now < date < best:
+                best = date
+            for window in within + before:
+                moment = date + window
+                if now < moment < best:
+                    best = moment
+        for kind, atoms in self.window_atoms.items():
+            entries = acts.get(kind)
+            if not entries:
+                continue
+            for ref, window, low, high in atoms:
+                cutoff = now - window
+                times = [e[0] for e in entries if e[0] > cutoff and (ref is None or e[2] == ref)]
+                count = len(times)
+                if high is not None and count > high:
+                    moment = times[count - high - 1] + window
+                elif low >= 1 and count >= low:
+                    moment = times[count - low] + window
+                else:
+                    continue
+                if moment < best:
+                    best = moment
+        return None if best == math.inf else best
+
+
+def compile_definitions(definitions):
+    """tenant id -> CompiledTenant for every tenant of a `Definitions`."""
+    return {tid: CompiledTenant(tenant, definitions.version)
+            for tid, tenant in definitions.tenants.items()}
