@@ -5,6 +5,11 @@ function that evaluates every list in dependency order. Beside them sit predicat
 indexes: value -> lists for `eq`/`in`, sorted thresholds for numeric operators, and
 kind/tag/field tables, so that a change re-evaluates only lists whose predicates can
 actually change value, then the lists that reference those (the cascade).
+
+The indexes also know each predicate's polarity. Groups are monotone, so a predicate
+that turns true where it appears un-negated can only make a list join, never leave;
+with the lead's memberships in hand, most candidate lists are ruled out by one set
+operation instead of an evaluation.
 """
 
 from __future__ import annotations
@@ -51,6 +56,14 @@ def _first(entry):
     return entry[0]
 
 
+def _mark(table, key, idx, joins):
+    """Record list `idx` under `key`: it may join (or leave) when the predicate turns true."""
+    pair = table.get(key)
+    if pair is None:
+        pair = table[key] = (set(), set())
+    pair[0 if joins else 1].add(idx)
+
+
 class _Codegen:
     """Turns rule trees into expressions and fills the indexes as it meets predicates."""
 
@@ -68,38 +81,40 @@ class _Codegen:
             self.consts[name] = value
         return name
 
-    def expr(self, node, idx):
+    def expr(self, node, idx, positive=True):
+        """Python source of `node` for list `idx`; `positive` is False under an odd `not`."""
         if "all" in node or "any" in node:
             key = "all" if "all" in node else "any"
-            parts = [self.expr(child, idx) for child in node[key]]
+            parts = [self.expr(child, idx, positive) for child in node[key]]
             if not parts:
                 return "True" if key == "all" else "False"
             return "(" + (" and " if key == "all" else " or ").join(parts) + ")"
         if "not" in node:
-            return f"(not {self.expr(node['not'], idx)})"
+            return f"(not {self.expr(node['not'], idx, not positive)})"
         t = self.t
         if "field" in node:
             t.own[idx] = True
-            return self.field_expr(node["field"], node["op"], node.get("value"), idx)
+            return self.field_expr(node["field"], node["op"], node.get("value"), idx, positive)
         if "tag" in node:
             t.own[idx] = True
             tag = node["tag"].lower()
-            t.tag_index.setdefault(tag, set()).add(idx)
+            _mark(t.tag_index, tag, idx, positive)
             return f"({tag!r} in T)"
         if "list" in node:
-            target = t.pos[node["list"]]
-            t.rev.setdefault(target, set()).add(idx)
+            _mark(t.rev, t.pos[node["list"]], idx, positive)
             return f"({node['list']!r} in M)"
         return self.activity_expr(node, idx)
 
-    def field_expr(self, name, op, value, idx):
+    def field_expr(self, name, op, value, idx, positive):
         t = self.t
         f = repr(name)
         if op in SCALAR_OPS or op in SET_OPS:
             keys = [canon(value)] if op in SCALAR_OPS else [canon(v) for v in value]
             bucket = t.eq_index.setdefault(name, {})
+            # eq/in turn true when the field starts matching a key; neq/not_in turn false
+            joins = positive == (op in ("eq", "in"))
             for key in keys:
-                bucket.setdefault(key, set()).add(idx)
+                _mark(bucket, key, idx, joins)
             if op == "eq":
                 return f"(C.get({f}) == {keys[0]!r})"
             if op == "neq":
@@ -108,16 +123,18 @@ class _Codegen:
             return f"(C.get({f}) {'in' if op == 'in' else 'not in'} {consts})"
         if op in NUMERIC_OPS or op == "between":
             t.numeric_fields.add(name)
-            bounds = value if op == "between" else [value]
+            # (bound, turns true when the value rises across it)
+            bounds = [(value[0], True), (value[1], False)] if op == "between" else \
+                [(value, op in ("gt", "gte"))]
             entries = t.thresholds.setdefault(name, [])
-            for bound in bounds:
-                entries.append((float(bound), idx))
-            t.num_all.setdefault(name, set()).add(idx)
+            for bound, true_on_rise in bounds:
+                entries.append((float(bound), idx, true_on_rise == positive))
+            _mark(t.num_all, name, idx, positive)
             if op == "between":
                 return f"({float(value[0])!r} <= N.get({f}, _nan) <= {float(value[1])!r})"
             return f"(N.get({f}, _nan) {_CMP[op]} {float(value)!r})"
         if op in EMPTY_OPS:
-            t.empty_index.setdefault(name, set()).add(idx)
+            _mark(t.empty_index, name, idx, positive == (op == "is_not_empty"))
             return f"({f} {'not in' if op == 'is_empty' else 'in'} C)"
         if op in DATE_OPS:
             t.date_fields.add(name)
@@ -209,10 +226,17 @@ class CompiledTenant:
         self._full = namespace["_full"]
         self.sources = bodies
 
-        self.rev = {i: tuple(sorted(users)) for i, users in self.rev.items()}
+        self.rev = {i: (tuple(sorted(up)), tuple(sorted(down)))
+                    for i, (up, down) in self.rev.items()}
         for name, entries in self.thresholds.items():
             entries.sort(key=lambda e: e[0])
-            self.thresholds[name] = ([e[0] for e in entries], [e[1] for e in entries])
+            # two sorted runs per field: lists that may join when the value rises across
+            # a bound, and lists that may leave
+            runs = []
+            for joins in (True, False):
+                picked = [e for e in entries if e[2] == joins]
+                runs.append(([e[0] for e in picked], [e[1] for e in picked]))
+            self.thresholds[name] = runs
         self.string_atoms = {name: list(atoms.values())
                              for name, atoms in self.string_atoms.items()}
         self.date_windows = {name: (tuple(sorted(w)), tuple(sorted(b)))
@@ -284,90 +308,129 @@ class CompiledTenant:
         refs = getattr(self, "_fwd", None)
         if refs is None:
             refs = {}
-            for target, users in self.rev.items():
-                for user in users:
+            for target, (up, down) in self.rev.items():
+                for user in up + down:
                     refs.setdefault(user, []).append(target)
             self._fwd = refs
         return refs.get(i, ())
 
-    def dirty_lists(self, view, changes, old_fields, time_passed):
-        """Indexes of the lists whose own predicates may have changed value."""
-        dirty = set()
+    def candidates(self, view, tags, changes, old_fields):
+        """(join, leave, any) sets of list indexes whose own predicates changed value.
+
+        Lists in `join` can only join (a predicate turned true un-negated, or false
+        under a `not`), lists in `leave` can only leave, lists in `any` may do either.
+        """
+        join, leave, both = set(), set(), set()
         C, N, DT = view
         for name, (old_key, old_num, old_date) in old_fields.items():
             new_key = C.get(name)
             if old_key != new_key:
                 bucket = self.eq_index.get(name)
                 if bucket:
-                    for key in (old_key, new_key):
-                        hit = bucket.get(key)
-                        if hit:
-                            dirty.update(hit)
-                if (old_key is None) != (new_key is None) and name in self.empty_index:
-                    dirty.update(self.empty_index[name])
+                    now_matching = bucket.get(new_key)
+                    if now_matching:
+                        join |= now_matching[0]
+                        leave |= now_matching[1]
+                    no_longer = bucket.get(old_key)
+                    if no_longer:
+                        join |= no_longer[1]
+                        leave |= no_longer[0]
+                if (old_key is None) != (new_key is None):
+                    pair = self.empty_index.get(name)
+                    if pair:
+                        appeared = old_key is None
+                        join |= pair[0 if appeared else 1]
+                        leave |= pair[1 if appeared else 0]
                 atoms = self.string_atoms.get(name)
                 if atoms:
                     before, after = old_key or "", new_key or ""
                     for check, lists in atoms:
                         if check(before) != check(after):
-                            dirty.update(lists)
+                            both |= lists
             new_num = N.get(name)
             if old_num != new_num and name in self.num_all:
                 if old_num is None or new_num is None:
-                    dirty.update(self.num_all[name])
+                    appeared = old_num is None
+                    pair = self.num_all[name]
+                    join |= pair[0 if appeared else 1]
+                    leave |= pair[1 if appeared else 0]
                 else:
-                    bounds, lists = self.thresholds[name]
-                    low, high = (old_num, new_num) if old_num < new_num else (new_num, old_num)
-                    dirty.update(lists[bisect_left(bounds, low):bisect_right(bounds, high)])
+                    rising = new_num > old_num
+                    low, high = (old_num, new_num) if rising else (new_num, old_num)
+                    for joins, (bounds, lists) in zip((rising, not rising),
+                                                      self.thresholds[name]):
+                        hit = lists[bisect_left(bounds, low):bisect_right(bounds, high)]
+                        (join if joins else leave).update(hit)
             if old_date != DT.get(name) and name in self.date_index:
-                dirty.update(self.date_index[name])
+                both |= self.date_index[name]
         for tag in changes.tags:
-            hit = self.tag_index.get(tag)
-            if hit:
-                dirty.update(hit)
+            pair = self.tag_index.get(tag)
+            if pair:
+                added = tag in tags
+                join |= pair[0 if added else 1]
+                leave |= pair[1 if added else 0]
         for lid in changes.statics:
             i = self.pos.get(lid)
             if i is not None and lid in self.static:
-                dirty.add(i)
+                both.add(i)
         for kind, ref in changes.activities:
             for key in ((kind, None), (kind, ref)):
                 hit = self.act_index.get(key)
                 if hit:
-                    dirty.update(hit)
-        if time_passed:
-            dirty.update(self.time_lists)
-        return dirty
+                    both |= hit
+        return join, leave, both
 
-    def evaluate_dirty(self, view, tags, statics, acts, members, dirty, now):
-        """Re-evaluate `dirty` lists and their cascades in dependency order.
+    def member_indexes(self, members):
+        pos = self.pos
+        return {pos[lid] for lid in members if lid in pos}
 
-        `members` (a set) is updated in place; returns deltas (list id, added, depth).
+    def evaluate_dirty(self, view, tags, statics, acts, members, candidates, now):
+        """Re-evaluate candidate lists and their cascades in dependency order.
+
+        `candidates` is (join, leave, any) as from `candidates()`; `members` (a set of
+        list ids) is updated in place. Returns deltas (list id, added, depth).
         """
+        join, leave, both = candidates
+        inside = self.member_indexes(members)
+        heap = sorted((join - inside) | (leave & inside) | both)
+        if not heap:
+            return []
         C, N, DT = view
         fns, order, rev = self.fns, self.order, self.rev
-        depth = dict.fromkeys(dirty, 0)
-        heap = list(dirty)
-        heapq.heapify(heap)
+        depth = dict.fromkeys(heap, 0)
         out = []
         while heap:
             i = heapq.heappop(heap)
-            lid = order[i]
             value = fns[i](C, N, DT, tags, statics, members, acts, now)
-            if value != (lid in members):
+            if value != (i in inside):
+                lid = order[i]
                 d = depth[i]
                 if value:
                     members.add(lid)
+                    inside.add(i)
                 else:
                     members.discard(lid)
+                    inside.discard(i)
                 out.append((lid, value, d))
-                for j in rev.get(i, ()):
-                    known = depth.get(j)
-                    if known is None:
-                        depth[j] = d + 1
-                        heapq.heappush(heap, j)
-                    elif known > d + 1:
-                        depth[j] = d + 1
+                users = rev.get(i)
+                if users:
+                    joiners, leavers = users if value else users[::-1]
+                    for j in joiners:
+                        if j not in inside:
+                            self._push(heap, depth, j, d + 1)
+                    for j in leavers:
+                        if j in inside:
+                            self._push(heap, depth, j, d + 1)
         return out
+
+    @staticmethod
+    def _push(heap, depth, j, d):
+        known = depth.get(j)
+        if known is None:
+            depth[j] = d
+            heapq.heappush(heap, j)
+        elif known > d:
+            depth[j] = d
 
     # -- time ---------------------------------------------------------------------------
     def next_flip(self, view, acts, now):

@@ -92,7 +92,7 @@ class LeadState:
         for ts, kind, ref, eid in profile.activities:
             state.acts.setdefault(kind, []).append((ts, eid, ref))
         for entries in state.acts.values():
-            entries.sort()
+            entries.sort(key=lambda e: e[:2])
         state._reset_derived()
         return state
 

@@ -13,6 +13,7 @@ from rules.values import format_ts
 from schemas.records import make_delta
 
 APPLIED, DUPLICATE, STALE = "applied", "duplicate", "stale"
+_NONE = frozenset()
 
 
 class LeadProcessor:
@@ -56,10 +57,9 @@ class LeadProcessor:
         else:
             old_fields = {name: ct.field_entry(name, old)
                           for name, old in changes.fields.items()}
-            dirty = ct.dirty_lists(view, changes, old_fields, False)
-            members = set(state.members)
+            candidates = ct.candidates(view, state.tag_set, changes, old_fields)
             found = ct.evaluate_dirty(view, state.tag_set, state.static_set, state.acts,
-                                      members, dirty, now)
+                                      set(state.members), candidates, now)
         deltas += self._record(state, tenant, lead, found, when, cause)
         if ct.has_time and (changes.activities or changes.deleted or not existed
                             or not ct.date_fields.isdisjoint(changes.fields)):
@@ -109,9 +109,8 @@ class LeadProcessor:
             state.clock = moment
             state.compact(ct.policies)
             view = ct.view_of(state)
-            members = set(state.members)
             found = ct.evaluate_dirty(view, state.tag_set, state.static_set, state.acts,
-                                      members, ct.time_lists, moment)
+                                      set(state.members), (_NONE, _NONE, ct.time_lists), moment)
             deltas += self._record(state, tenant, lead, found, moment,
                                    f"timer:{format_ts(moment)}")
             state.next_flip = ct.next_flip(view, state.acts, moment)

@@ -63,7 +63,8 @@ def profile_pairs(draw):
             fields[name] = other.fields[name]
         else:
             fields.pop(name, None)
-    acts = first.activities + other.activities[:draw(st.integers(0, 2))]
+    added = tuple((ts, kind, ref, "new-" + eid) for ts, kind, ref, eid in other.activities)
+    acts = first.activities + added[:draw(st.integers(0, 2))]
     return first, first._replace(fields=fields,
                                  activities=tuple(sorted(set(acts), key=activity_order)))
 
@@ -79,8 +80,9 @@ def test_incremental_equals_full(doc, pair, now):
     view = ct.view_of(new)
     changes = _changes_between(before, after)
     old_fields = {name: ct.field_entry(name, value) for name, value in changes.fields.items()}
-    dirty = ct.dirty_lists(view, changes, old_fields, False)
-    deltas = ct.evaluate_dirty(view, new.tag_set, new.static_set, new.acts, members, dirty, now)
+    candidates = ct.candidates(view, new.tag_set, changes, old_fields)
+    deltas = ct.evaluate_dirty(view, new.tag_set, new.static_set, new.acts, members,
+                               candidates, now)
     expected = evaluate_tenant(tenant, after, now)
     assert members == expected
     assert {lid for lid, _, _ in deltas} == \
