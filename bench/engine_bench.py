@@ -21,7 +21,7 @@ import time
 import tracemalloc
 
 from bench.workload import Workload
-from rules import LeadProcessor, LeadState, evaluate_tenant, load_definitions
+from rules import LeadProcessor, LeadState, definitions_from_text, evaluate_tenant
 from schemas.events import to_event
 
 
@@ -63,7 +63,7 @@ def main(argv=None):
     started = time.perf_counter()
     workload = Workload(tenants=1, lists_per_tenant=args.lists, leads=args.leads,
                         seed=args.seed, numeric_step_share=args.numeric_step_share)
-    definitions = load_definitions(workload.definitions_json())
+    definitions = definitions_from_text(workload.definitions_json())
     tenant_id = workload.tenant_ids[0]
     tenant = definitions.tenants[tenant_id]
     processor = LeadProcessor(definitions)

@@ -360,20 +360,22 @@ def _collect_list_nodes(node, found):
         _collect_list_nodes(node["not"], found)
 
 
-def load_definitions(path_or_text):
-    """Read a definition file (a path, or JSON text starting with '{') and validate it."""
-    text = path_or_text
-    source = "definition text"
-    if not path_or_text.lstrip().startswith("{"):
-        source = path_or_text
-        try:
-            with open(path_or_text, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as err:
-            raise DefinitionError([f"cannot read {path_or_text}: {err.strerror}"]) from None
+def definitions_from_text(text, source="definition text"):
+    """Parse and validate a definition document given as JSON text."""
     try:
         document = json.loads(text)
     except json.JSONDecodeError as err:
         raise DefinitionError([f"{source}: not valid JSON: {err.msg} at line {err.lineno} "
                                f"column {err.colno}"]) from None
     return parse_definitions(document)
+
+
+def load_definitions(path):
+    """Read a definition file and validate it."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise DefinitionError([f"cannot read {path}: {reason}"]) from None
+    return definitions_from_text(text, path)

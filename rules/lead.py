@@ -60,7 +60,7 @@ class LeadState:
     """One lead's profile, memberships and bookkeeping; plain data, picklable."""
 
     __slots__ = ("values", "versions", "tags", "statics", "acts", "tomb", "last", "seen",
-                 "clock", "members", "next_flip", "defs_version", "view", "view_owner",
+                 "clock", "members", "next_flip", "defs_version", "seq", "view", "view_owner",
                  "tag_set", "static_set")
 
     def __init__(self):
@@ -76,6 +76,7 @@ class LeadState:
         self.members = {}     # list id -> since (microseconds)
         self.next_flip = None
         self.defs_version = None
+        self.seq = 0          # number of deltas emitted so far
         self._reset_derived()
 
     @classmethod
@@ -103,16 +104,48 @@ class LeadState:
         self.static_set = {s for s, (present, _, _) in self.statics.items() if present}
 
     # -- persistence: derived views are rebuilt, not stored ---------------------------
+    _STORED = ("values", "versions", "tags", "statics", "acts", "tomb", "last", "seen",
+               "clock", "members", "next_flip", "defs_version", "seq")
+
     def __getstate__(self):
-        return (self.values, self.versions, self.tags, self.statics, self.acts, self.tomb,
-                self.last, self.seen, self.clock, self.members, self.next_flip,
-                self.defs_version)
+        return tuple(getattr(self, name) for name in self._STORED)
 
     def __setstate__(self, data):
-        (self.values, self.versions, self.tags, self.statics, self.acts, self.tomb,
-         self.last, self.seen, self.clock, self.members, self.next_flip,
-         self.defs_version) = data
+        for name, value in zip(self._STORED, data):
+            setattr(self, name, value)
         self._reset_derived()
+
+    def to_dict(self):
+        """A JSON-ready form of the whole state (versions included), to resume from."""
+        return {
+            "fields": {k: [v, *self.versions[k]] for k, v in self.values.items()},
+            "tags": {k: list(v) for k, v in self.tags.items()},
+            "static_lists": {k: list(v) for k, v in self.statics.items()},
+            "activities": {k: [list(e) for e in v] for k, v in self.acts.items()},
+            "tomb": list(self.tomb) if self.tomb else None,
+            "last": list(self.last) if self.last else None,
+            "seen": self.seen, "clock": self.clock, "members": self.members,
+            "next_flip": self.next_flip, "defs_version": self.defs_version, "seq": self.seq,
+        }
+
+    @classmethod
+    def from_dict(cls, data):
+        state = cls()
+        state.values = {k: v[0] for k, v in data["fields"].items()}
+        state.versions = {k: (v[1], v[2]) for k, v in data["fields"].items()}
+        state.tags = {k: tuple(v) for k, v in data["tags"].items()}
+        state.statics = {k: tuple(v) for k, v in data["static_lists"].items()}
+        state.acts = {k: [tuple(e) for e in v] for k, v in data["activities"].items()}
+        state.tomb = tuple(data["tomb"]) if data["tomb"] else None
+        state.last = tuple(data["last"]) if data["last"] else None
+        state.seen = dict(data["seen"])
+        state.clock = data["clock"]
+        state.members = dict(data["members"])
+        state.next_flip = data["next_flip"]
+        state.defs_version = data["defs_version"]
+        state.seq = data["seq"]
+        state._reset_derived()
+        return state
 
     @property
     def exists(self):

@@ -85,6 +85,22 @@ class LeadProcessor:
             return self._record(state, tenant, lead, found, state.clock or 0, cause)
         return self._sync_definitions(ct, state, tenant, lead)
 
+    def run_history(self, state, events, until=None):
+        """Apply a lead's events in time order, then let time run to `until`.
+
+        Sorting makes the deltas of a replay identical to the first run's, so their ids
+        match and the sink adds nothing. Returns ({outcome: count}, deltas).
+        """
+        outcomes = {APPLIED: 0, DUPLICATE: 0, STALE: 0}
+        deltas = []
+        for event in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
+            outcome, found = self.on_event(state, event)
+            outcomes[outcome] += 1
+            deltas += found
+        if until is not None and events and state.clock is not None and until > state.clock:
+            deltas += self.on_timer(state, events[0].tenant_id, events[0].lead_id, until)
+        return outcomes, deltas
+
     # -- the steps ----------------------------------------------------------------------
     def _sync_definitions(self, ct, state, tenant, lead):
         if state.defs_version == ct.version:
@@ -130,5 +146,6 @@ class LeadProcessor:
                 members[lid] = when
             else:
                 members.pop(lid, None)
-            deltas.append(make_delta(tenant, lead, lid, added, when, cause, depth))
+            state.seq += 1
+            deltas.append(make_delta(tenant, lead, lid, added, when, cause, depth, state.seq))
         return deltas

@@ -40,6 +40,7 @@ class Delta(NamedTuple):
     event_time: int      # microseconds since the epoch
     cause: str           # event id, "timer:<flip time>", "definition:<version>", "reconcile:..."
     cascade_depth: int
+    seq: int = 0         # per-lead order: the lead's n-th delta
 
 
 class DeadLetter(NamedTuple):
@@ -66,10 +67,10 @@ def stable_id(*parts):
     return digest.hexdigest()[:32]
 
 
-def make_delta(tenant_id, lead_id, list_id, added, event_time, cause, depth):
+def make_delta(tenant_id, lead_id, list_id, added, event_time, cause, depth, seq=0):
     action = "added" if added else "removed"
     return Delta(stable_id(tenant_id, lead_id, list_id, action, cause), tenant_id, lead_id,
-                 list_id, action, event_time, cause, depth)
+                 list_id, action, event_time, cause, depth, seq)
 
 
 def make_dead_letter(source, reason, payload, received_at):

@@ -1,0 +1,1 @@
+"""The job: options, graph assembly and the command line (`python -m pipeline ...`)."""

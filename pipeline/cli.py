@@ -1,0 +1,236 @@
+"""The command line: validate, backfill, stream, explain (SPEC section 6).
+
+Each command checks its arguments before doing anything and reports a problem as one
+line on stderr (exit status 2 for usage, 1 for a bad definition file or a failed run);
+no traceback reaches the user for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from rules import DefinitionError
+from rules.values import parse_timestamp
+
+COMMANDS = ("backfill", "stream", "explain", "validate")
+USAGE = """usage: python -m pipeline COMMAND [options]
+
+commands:
+  backfill --events GLOB --lists FILE --sink URI [--as_of TS] [Beam options]
+  stream   --subscription projects/P/subscriptions/S --lists FILE --sink URI [Beam options]
+  explain  --lists FILE --sink URI --tenant T --lead L [--list X] [--as_of TS]
+  validate --lists FILE
+"""
+
+
+def _error(message, status=2):
+    print(f"error: {message}", file=sys.stderr)
+    return status
+
+
+def main(argv):
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        return _error(f"unknown command {command!r}; one of {', '.join(COMMANDS)}")
+    from pipeline.options import UsageError
+    try:
+        return globals()[f"cmd_{command}"](rest)
+    except UsageError as err:
+        return _error(str(err))
+    except DefinitionError as err:
+        for line in err.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into `head` and friends
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stdout must stay usable
+        return 0
+
+
+# -- validate ---------------------------------------------------------------------------
+def cmd_validate(argv):
+    parser = argparse.ArgumentParser(prog="python -m pipeline validate")
+    parser.add_argument("--lists", required=True)
+    args = _parse(parser, argv)
+    from transforms.definitions import read_definitions
+    definitions, _ = read_definitions(args.lists)
+    count = sum(len(t.lists) for t in definitions.tenants.values())
+    print(f"{args.lists}: OK, version {definitions.version}, "
+          f"{len(definitions.tenants)} tenant(s), {count} list(s)")
+    for tid in sorted(definitions.tenants):
+        tenant = definitions.tenants[tid]
+        print(f"tenant {tid}: {len(tenant.lists)} list(s) in dependency order")
+        for i, lid in enumerate(tenant.order, 1):
+            definition = tenant.lists[lid]
+            refs = sorted(set(definition.references()))
+            note = "static" if definition.static else (
+                f"after {', '.join(refs)}" if refs else "")
+            print(f"  {i:>4}. {lid}" + (f"  ({note})" if note else ""))
+    return 0
+
+
+def _parse(parser, argv):
+    from pipeline.options import UsageError
+
+    def fail(message):
+        raise UsageError(message)
+    parser.error = fail
+    return parser.parse_args(argv)
+
+
+# -- backfill ---------------------------------------------------------------------------
+def _job_options(argv, *required):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from pipeline.options import DynListsOptions, check_arguments, require
+    from storage import parse_sink_uri
+    check_arguments(argv)
+    options = PipelineOptions(argv)
+    ours = options.view_as(DynListsOptions)
+    require(ours, *required)
+    try:
+        parse_sink_uri(ours.sink)
+    except ValueError as err:
+        from pipeline.options import UsageError
+        raise UsageError(str(err)) from None
+    return options, ours
+
+
+def _timestamp(text, name):
+    from pipeline.options import UsageError
+    try:
+        return parse_timestamp(text)
+    except ValueError:
+        raise UsageError(f"--{name} {text!r} is not an RFC 3339 timestamp "
+                         "(e.g. 2026-06-01T00:00:00Z)") from None
+
+
+def cmd_backfill(argv):
+    import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
+    from pipeline.graph import build_backfill
+    from pipeline.options import UsageError
+    from transforms.definitions import read_definitions
+    options, ours = _job_options(argv, "events", "lists", "sink")
+    as_of = _timestamp(ours.as_of, "as_of") if ours.as_of else None
+    _, doc = read_definitions(ours.lists)
+    try:
+        matched = FileSystems.match([ours.events])[0].metadata_list
+    except Exception as err:  # noqa: BLE001 - any filesystem error is one line for the user
+        raise UsageError(f"cannot list --events {ours.events!r}: {err}") from None
+    if not matched:
+        raise UsageError(f"no event files match {ours.events!r}")
+    logging.getLogger().setLevel(logging.WARNING)
+    started = time.time()
+    pipeline = beam.Pipeline(options=options)
+    build_backfill(pipeline, ours.events, doc, ours.sink, as_of)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return print_summary(result, ours.sink, time.time() - started)
+
+
+# -- summary ----------------------------------------------------------------------------
+def job_counters(result):
+    """{counter name: value} of the project's counters in a finished job."""
+    from apache_beam.metrics.metric import MetricsFilter
+    from transforms.parse import NAMESPACE
+    totals = {}
+    found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    for counter in found["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
+    for dist in found["distributions"]:
+        value = dist.committed or dist.attempted
+        if value is not None and value.count:
+            totals[dist.key.metric.name] = value
+    return totals
+
+
+def print_summary(result, sink, seconds):
+    from storage import open_store
+    counts = job_counters(result)
+    read = counts.get("records_read", 0)
+    applied, stale = counts.get("events_applied", 0), counts.get("events_stale", 0)
+    duplicates, dead = counts.get("events_duplicate", 0), counts.get("dead_letters", 0)
+    reasons = {k[len("dead_letter_"):]: v for k, v in counts.items()
+               if k.startswith("dead_letter_") and v}
+    print(f"job finished in {seconds:.1f}s ({read / max(seconds, 1e-9):,.0f} records/s)")
+    print(f"records read:   {read}")
+    print(f"  applied:      {applied + stale}"
+          + (f" ({stale} older than a deletion, no effect)" if stale else ""))
+    print(f"  duplicates:   {duplicates}")
+    print(f"  dead letters: {dead}"
+          + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))})"
+             if reasons else ""))
+    balanced = read == applied + stale + duplicates + dead
+    print(f"  accounted:    {'yes' if balanced else 'NO'} "
+          f"(read = applied + duplicates + dead letters)")
+    print(f"deltas this run: {counts.get('deltas_added', 0)} added, "
+          f"{counts.get('deltas_removed', 0)} removed; "
+          f"{counts.get('sink_new_deltas', 0)} new rows in the sink")
+    store = open_store(sink)
+    try:
+        totals = store.delta_counts()
+        print(f"sink {sink}: {totals.get('added', 0)} added / {totals.get('removed', 0)} "
+              f"removed deltas in all, {len(store.memberships())} memberships now")
+        sizes = store.list_sizes()[:10]
+        if sizes:
+            print("largest lists:")
+            for tenant, lid, size in sizes:
+                print(f"  {size:>8}  {tenant} / {lid}")
+    finally:
+        store.close()
+    return 0 if balanced else 1
+
+
+# -- explain ----------------------------------------------------------------------------
+def cmd_explain(argv):
+    parser = argparse.ArgumentParser(prog="python -m pipeline explain")
+    for name in ("lists", "sink", "tenant", "lead"):
+        parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--list")
+    parser.add_argument("--as_of")
+    args = _parse(parser, argv)
+    from pipeline.options import UsageError
+    from rules import explain_lead
+    from storage import open_store, parse_sink_uri
+    from storage.rows import state_from_row
+    from transforms.definitions import read_definitions
+    try:
+        parse_sink_uri(args.sink)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    definitions, _ = read_definitions(args.lists)
+    tenant = definitions.tenant(args.tenant)
+    if tenant is None:
+        raise UsageError(f"tenant {args.tenant!r} is not in {args.lists}")
+    if args.list and args.list not in tenant.lists:
+        raise UsageError(f"tenant {args.tenant} has no list {args.list!r}")
+    store = open_store(args.sink)
+    try:
+        row = store.profile(args.tenant, args.lead)
+    finally:
+        store.close()
+    if row is None:
+        raise UsageError(f"no profile of lead {args.lead!r} of tenant {args.tenant!r} "
+                         f"in {args.sink}")
+    state = state_from_row(row)
+    now = _timestamp(args.as_of, "as_of") if args.as_of else (state.clock or 0)
+    print(f"lead {args.lead} of tenant {args.tenant}, "
+          f"{len(state.members)} stored membership(s)")
+    print(explain_lead(tenant, state.profile(), now, args.list))
+    return 0
+
+
+def cmd_stream(argv):
+    from pipeline.stream import run_stream
+    return run_stream(argv)
+
+

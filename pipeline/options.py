@@ -1,0 +1,65 @@
+"""The job's options, and early checks that turn bad arguments into one sentence.
+
+Every Beam option passes through untouched (runner, project, region, workers, ...);
+an argument that neither this project nor Beam knows is an error, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+
+class UsageError(ValueError):
+    """A command-line problem, reported as one line and exit status 2."""
+
+
+class DynListsOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        group = parser.add_argument_group("dynamic lists")
+        group.add_argument("--events", help="glob of event files (.jsonl, .jsonl.gz, .avro)")
+        group.add_argument("--lists", help="list definition file (local path or gs://)")
+        group.add_argument("--sink", help="sqlite:///file.db, jsonl:///dir or "
+                                          "bigquery://PROJECT.DATASET")
+        group.add_argument("--as_of", help="RFC 3339 evaluation time for time windows at "
+                                           "the end of a backfill (default: latest event)")
+        group.add_argument("--subscription", help="projects/P/subscriptions/S to read")
+        group.add_argument("--topic", help="projects/P/topics/T: create a subscription on it")
+        group.add_argument("--definitions_refresh_seconds", type=float, default=60.0,
+                           help="streaming: how often the definition file is re-read")
+        group.add_argument("--resume_from_sink", default="auto", choices=("auto", "yes", "no"),
+                           help="start a lead from its stored profile when its state is "
+                                "empty (auto: yes for stream, no for backfill)")
+
+
+def _known_parser():
+    # Runner modules register their own option classes when imported.
+    import apache_beam.runners.portability.flink_runner  # noqa: F401
+    import apache_beam.runners.portability.prism_runner  # noqa: F401
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    seen = {}
+    for cls in PipelineOptions.__subclasses__():
+        seen.setdefault(str(cls), cls)
+    for cls in seen.values():
+        cls._add_argparse_args(parser)  # noqa: SLF001 - how Beam collects its options
+    return parser
+
+
+def check_arguments(argv):
+    """Raise UsageError naming the first argument no option class knows."""
+    parser = _known_parser()
+    _, unknown = parser.parse_known_args(argv)
+    if not unknown:
+        return
+    arg = unknown[0]
+    known = [opt for action in parser._actions for opt in action.option_strings]  # noqa: SLF001
+    hint = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1)
+    raise UsageError(f"unknown argument {arg}" + (f" (did you mean {hint[0]}?)" if hint else ""))
+
+
+def require(options, *names):
+    for name in names:
+        if not getattr(options, name):
+            raise UsageError(f"--{name} is required")

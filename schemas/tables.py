@@ -1,0 +1,94 @@
+"""The output tables (SPEC section 4): one definition that every sink derives from.
+
+Each table is a list of columns (name, type, mode, description). The SQLite DDL, the
+BigQuery schema and the row converters are generated from it, so column names and
+types are written down once.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Column(NamedTuple):
+    name: str
+    type: str            # STRING, INT64, TIMESTAMP, BOOL, JSON
+    mode: str = "REQUIRED"
+    description: str = ""
+
+
+MEMBERSHIP_DELTAS = "membership_deltas"
+LIST_MEMBERSHIPS = "list_memberships"
+DEAD_LETTERS = "dead_letters"
+LEAD_PROFILES = "lead_profiles"
+
+TABLES = {
+    MEMBERSHIP_DELTAS: [
+        Column("delta_id", "STRING", description="hash of tenant, lead, list, action, cause"),
+        Column("tenant_id", "STRING"),
+        Column("lead_id", "STRING"),
+        Column("list_id", "STRING"),
+        Column("action", "STRING", description="added | removed"),
+        Column("event_time", "TIMESTAMP", description="time of the cause"),
+        Column("cause", "STRING",
+               description="event id, timer:<flip time>, definition:<version>, reconcile:<run>"),
+        Column("cascade_depth", "INT64", description="list references between cause and list"),
+        Column("seq", "INT64", description="per-lead order of the lead's deltas"),
+        Column("processed_at", "TIMESTAMP"),
+    ],
+    LIST_MEMBERSHIPS: [
+        Column("tenant_id", "STRING"),
+        Column("list_id", "STRING"),
+        Column("lead_id", "STRING"),
+        Column("since", "TIMESTAMP", description="event time of the joining delta"),
+        Column("seq", "INT64", description="seq of the joining delta"),
+    ],
+    DEAD_LETTERS: [
+        Column("dead_letter_id", "STRING", description="hash of source and payload"),
+        Column("received_at", "TIMESTAMP"),
+        Column("source", "STRING", description="file:line, or pubsub subscription and id"),
+        Column("reason", "STRING"),
+        Column("payload", "STRING", description="the raw record, as received"),
+    ],
+    LEAD_PROFILES: [
+        Column("tenant_id", "STRING"),
+        Column("lead_id", "STRING"),
+        Column("deleted", "BOOL", description="deleted with nothing newer"),
+        Column("fields", "JSON", "NULLABLE", "current field values"),
+        Column("tags", "JSON", "NULLABLE"),
+        Column("static_lists", "JSON", "NULLABLE"),
+        Column("activities", "JSON", "NULLABLE", "the history the definitions still need"),
+        Column("memberships", "JSON", "NULLABLE", "list id -> since"),
+        Column("clock", "TIMESTAMP", "NULLABLE", "evaluation time of the memberships"),
+        Column("state", "JSON", description="the versioned state, to resume from"),
+        Column("updated_at", "TIMESTAMP"),
+    ],
+}
+
+KEYS = {
+    MEMBERSHIP_DELTAS: ("delta_id",),
+    LIST_MEMBERSHIPS: ("tenant_id", "list_id", "lead_id"),
+    DEAD_LETTERS: ("dead_letter_id",),
+    LEAD_PROFILES: ("tenant_id", "lead_id"),
+}
+
+_SQLITE_TYPES = {"STRING": "TEXT", "INT64": "INTEGER", "TIMESTAMP": "TEXT", "BOOL": "INTEGER",
+                 "JSON": "TEXT"}
+
+
+def column_names(table):
+    return [c.name for c in TABLES[table]]
+
+
+def sqlite_ddl(table):
+    """CREATE TABLE for SQLite; timestamps are RFC 3339 text, JSON is text."""
+    cols = [f"{c.name} {_SQLITE_TYPES[c.type]}{' NOT NULL' if c.mode == 'REQUIRED' else ''}"
+            for c in TABLES[table]]
+    cols.append(f"PRIMARY KEY ({', '.join(KEYS[table])})")
+    return f"CREATE TABLE IF NOT EXISTS {table} (\n  " + ",\n  ".join(cols) + "\n)"
+
+
+def bigquery_schema(table):
+    """The table's schema in BigQuery's JSON form ({'fields': [...]})."""
+    return {"fields": [{"name": c.name, "type": c.type, "mode": c.mode,
+                        "description": c.description} for c in TABLES[table]]}

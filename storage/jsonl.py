@@ -1,0 +1,100 @@
+"""The file sink: each table is a folder of JSON Lines part files.
+
+Files cannot be updated in place, so every table is append-only here: a batch becomes new
+part files, and readers de-duplicate by the table's key (ids are deterministic, so a
+replay only repeats rows). `list_memberships` is not written: readers fold the deltas,
+taking each lead's latest delta per list by its per-lead `seq`.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import os
+import uuid
+
+from schemas import tables
+
+T = tables
+
+
+class JsonlStore:
+    def __init__(self, folder):
+        self.folder = folder
+        for table in T.TABLES:
+            if table != T.LIST_MEMBERSHIPS:
+                os.makedirs(os.path.join(folder, table), exist_ok=True)
+
+    def write(self, batch):
+        for table, rows in batch.items():
+            if not rows or table == T.LIST_MEMBERSHIPS:
+                continue
+            name = os.path.join(self.folder, table, f"part-{uuid.uuid4().hex}.jsonl")
+            with open(name + ".tmp", "w", encoding="utf-8") as handle:
+                for row in rows:
+                    handle.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+                    handle.write("\n")
+            os.replace(name + ".tmp", name)  # readers never see half a file
+        return len(batch.get(T.MEMBERSHIP_DELTAS, ()))
+
+    def _raw(self, table):
+        for name in sorted(glob.glob(os.path.join(self.folder, table, "part-*.jsonl"))):
+            with open(name, encoding="utf-8") as handle:
+                for line in handle:
+                    yield json.loads(line)
+
+    def rows(self, table):
+        if table == T.LIST_MEMBERSHIPS:
+            return self._membership_rows()
+        keyed = {}
+        for row in self._raw(table):
+            key = tuple(row[k] for k in T.KEYS[table])
+            if table == T.LEAD_PROFILES:
+                old = keyed.get(key)
+                if old is not None and _order(old) > _order(row):
+                    continue
+            keyed[key] = row
+        return list(keyed.values())
+
+    def _membership_rows(self):
+        latest = {}
+        for row in self.rows(T.MEMBERSHIP_DELTAS):
+            key = (row["tenant_id"], row["list_id"], row["lead_id"])
+            if key not in latest or latest[key]["seq"] < row["seq"]:
+                latest[key] = row
+        return [{"tenant_id": t, "list_id": lst, "lead_id": lead, "since": row["event_time"],
+                 "seq": row["seq"]}
+                for (t, lst, lead), row in latest.items() if row["action"] == "added"]
+
+    def count(self, table):
+        return len(self.rows(table))
+
+    def memberships(self):
+        return {(r["tenant_id"], r["list_id"], r["lead_id"]) for r in self._membership_rows()}
+
+    def profile(self, tenant_id, lead_id):
+        for row in self.rows(T.LEAD_PROFILES):
+            if row["tenant_id"] == tenant_id and row["lead_id"] == lead_id:
+                return row
+        return None
+
+    def profiles(self):
+        return self.rows(T.LEAD_PROFILES)
+
+    def list_sizes(self):
+        sizes = collections.Counter((r["tenant_id"], r["list_id"])
+                                    for r in self._membership_rows())
+        return sorted(((t, lst, n) for (t, lst), n in sizes.items()),
+                      key=lambda x: (-x[2], x[0], x[1]))
+
+    def delta_counts(self):
+        return dict(collections.Counter(r["action"] for r in self.rows(T.MEMBERSHIP_DELTAS)))
+
+    def close(self):
+        pass
+
+
+def _order(profile_row):
+    """Which of two snapshots of a lead is newer: more deltas, then written later."""
+    return json.loads(profile_row["state"]).get("seq", 0), profile_row["updated_at"]

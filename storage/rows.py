@@ -1,0 +1,55 @@
+"""Rows of the output tables, built from the pipeline's records (no Beam, no I/O).
+
+Timestamps are RFC 3339 text (UTC, microseconds), JSON columns are compact JSON text;
+every backend writes these dictionaries as they are, or converts them trivially.
+"""
+
+from __future__ import annotations
+
+import json
+
+from rules.lead import LeadState
+from rules.values import format_ts
+from schemas import tables
+
+
+def _json(value):
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def delta_row(delta, processed_at):
+    return {"delta_id": delta.delta_id, "tenant_id": delta.tenant_id,
+            "lead_id": delta.lead_id, "list_id": delta.list_id, "action": delta.action,
+            "event_time": format_ts(delta.event_time), "cause": delta.cause,
+            "cascade_depth": delta.cascade_depth, "seq": delta.seq,
+            "processed_at": format_ts(processed_at)}
+
+
+def dead_letter_row(dead):
+    return {"dead_letter_id": dead.dead_letter_id, "received_at": format_ts(dead.received_at),
+            "source": dead.source, "reason": dead.reason, "payload": dead.payload}
+
+
+def profile_row(tenant_id, lead_id, state, updated_at):
+    """The lead_profiles row of a state: readable columns plus the state to resume from."""
+    profile = state.profile()
+    return {
+        "tenant_id": tenant_id, "lead_id": lead_id, "deleted": profile is None,
+        "fields": _json(profile.fields if profile else {}),
+        "tags": _json(sorted(profile.tags) if profile else []),
+        "static_lists": _json(sorted(profile.static_lists) if profile else []),
+        "activities": _json([list(a) for a in profile.activities] if profile else []),
+        "memberships": _json({k: format_ts(v) for k, v in state.members.items()}),
+        "clock": format_ts(state.clock) if state.clock is not None else None,
+        "state": _json(state.to_dict()), "updated_at": format_ts(updated_at),
+    }
+
+
+def state_from_row(row):
+    """The LeadState stored in a lead_profiles row."""
+    return LeadState.from_dict(json.loads(row["state"]))
+
+
+def ordered(table, row):
+    """The row's values in the table's column order."""
+    return tuple(row.get(name) for name in tables.column_names(table))

@@ -1,0 +1,113 @@
+"""The embedded sink: one SQLite file holding the four tables.
+
+A batch of rows is written in one transaction. A delta changes `list_memberships` only
+when it is new to `membership_deltas`, so writing the same deltas twice (a replay, a
+retried bundle) changes nothing, and only when no later delta (by the lead's `seq`) of
+the same list is already there, so deltas arriving out of order cannot undo newer ones.
+WAL mode and a busy timeout let several worker processes write to the same file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from schemas import tables
+from storage.rows import ordered
+
+T = tables
+
+
+class SqliteStore:
+    def __init__(self, path):
+        self.path = path
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=120, isolation_level=None,
+                                  check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        for table in T.TABLES:
+            self.db.execute(T.sqlite_ddl(table))
+        self.db.execute(f"CREATE INDEX IF NOT EXISTS memberships_by_lead ON "
+                        f"{T.LIST_MEMBERSHIPS} (tenant_id, lead_id)")
+        self.db.execute(f"CREATE INDEX IF NOT EXISTS deltas_by_lead ON "
+                        f"{T.MEMBERSHIP_DELTAS} (tenant_id, lead_id, list_id, seq)")
+        self._insert = {table: self._insert_sql(table) for table in T.TABLES}
+
+    @staticmethod
+    def _insert_sql(table, verb="INSERT OR IGNORE"):
+        names = T.column_names(table)
+        return (f"{verb} INTO {table} ({', '.join(names)}) "
+                f"VALUES ({', '.join('?' * len(names))})")
+
+    def write(self, batch):
+        """Write {table: [row, ...]} in one transaction; returns the number of new deltas."""
+        db = self.db
+        new = 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            insert_delta = self._insert[T.MEMBERSHIP_DELTAS]
+            for row in batch.get(T.MEMBERSHIP_DELTAS, ()):
+                if db.execute(insert_delta, ordered(T.MEMBERSHIP_DELTAS, row)).rowcount:
+                    new += 1
+                    self._apply(row)
+            db.executemany(self._insert[T.DEAD_LETTERS],
+                           [ordered(T.DEAD_LETTERS, r) for r in batch.get(T.DEAD_LETTERS, ())])
+            db.executemany(self._insert_sql(T.LEAD_PROFILES, "INSERT OR REPLACE"),
+                           [ordered(T.LEAD_PROFILES, r) for r in batch.get(T.LEAD_PROFILES, ())])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return new
+
+    def _apply(self, row):
+        newest = self.db.execute(
+            f"SELECT MAX(seq) FROM {T.MEMBERSHIP_DELTAS} WHERE tenant_id = ? AND lead_id = ? "
+            "AND list_id = ?", (row["tenant_id"], row["lead_id"], row["list_id"])).fetchone()[0]
+        if newest is not None and newest > row["seq"]:
+            return
+        key = (row["tenant_id"], row["list_id"], row["lead_id"])
+        if row["action"] == "added":
+            self.db.execute(f"INSERT OR REPLACE INTO {T.LIST_MEMBERSHIPS} "
+                            "(tenant_id, list_id, lead_id, since, seq) VALUES (?, ?, ?, ?, ?)",
+                            key + (row["event_time"], row["seq"]))
+        else:
+            self.db.execute(f"DELETE FROM {T.LIST_MEMBERSHIPS} WHERE tenant_id = ? AND "
+                            "list_id = ? AND lead_id = ?", key)
+
+    # -- reading --------------------------------------------------------------------------
+    def rows(self, table, where="", params=()):
+        cursor = self.db.execute(f"SELECT * FROM {table} {where}", params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, values)) for values in cursor]
+
+    def count(self, table):
+        return self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    def memberships(self):
+        """{(tenant, list, lead)} of the current members."""
+        return set(self.db.execute(
+            f"SELECT tenant_id, list_id, lead_id FROM {T.LIST_MEMBERSHIPS}"))
+
+    def profile(self, tenant_id, lead_id):
+        found = self.rows(T.LEAD_PROFILES, "WHERE tenant_id = ? AND lead_id = ?",
+                          (tenant_id, lead_id))
+        return found[0] if found else None
+
+    def profiles(self):
+        return self.rows(T.LEAD_PROFILES)
+
+    def list_sizes(self):
+        """[(tenant, list, members)] largest first."""
+        return list(self.db.execute(
+            f"SELECT tenant_id, list_id, COUNT(*) AS n FROM {T.LIST_MEMBERSHIPS} "
+            "GROUP BY tenant_id, list_id ORDER BY n DESC, tenant_id, list_id"))
+
+    def delta_counts(self):
+        return dict(self.db.execute(
+            f"SELECT action, COUNT(*) FROM {T.MEMBERSHIP_DELTAS} GROUP BY action"))
+
+    def close(self):
+        self.db.close()
