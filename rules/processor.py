@@ -73,6 +73,8 @@ class LeadProcessor:
             return []
         deltas = self._sync_definitions(ct, state, tenant, lead)
         deltas += self._advance(ct, state, tenant, lead, now)
+        if state.clock is not None and now > state.clock:
+            state.clock = now  # nothing flips between the last flip and now
         return deltas
 
     def on_definitions(self, state, tenant, lead):

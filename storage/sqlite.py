@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 
 from schemas import tables
 from storage.rows import ordered
@@ -25,7 +26,7 @@ class SqliteStore:
         os.makedirs(folder, exist_ok=True)
         self.db = sqlite3.connect(path, timeout=120, isolation_level=None,
                                   check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self._set_wal()
         self.db.execute("PRAGMA synchronous=NORMAL")
         for table in T.TABLES:
             self.db.execute(T.sqlite_ddl(table))
@@ -34,6 +35,19 @@ class SqliteStore:
         self.db.execute(f"CREATE INDEX IF NOT EXISTS deltas_by_lead ON "
                         f"{T.MEMBERSHIP_DELTAS} (tenant_id, lead_id, list_id, seq)")
         self._insert = {table: self._insert_sql(table) for table in T.TABLES}
+
+    def _set_wal(self):
+        # Switching the journal mode does not wait on the busy timeout when another
+        # process opens the file at the same moment; it is retried here instead.
+        for attempt in range(200):
+            try:
+                if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError:
+                if attempt == 199:
+                    raise
+                time.sleep(0.05)
 
     @staticmethod
     def _insert_sql(table, verb="INSERT OR IGNORE"):

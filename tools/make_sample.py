@@ -196,10 +196,12 @@ def filler(ev, rng):
                 ev.add(tenant, lead, "static_list_added", ts(rng.randint(2, 20)),
                        list_id="partners")
     # a deletion, and an older event arriving after it that must not bring the lead back
-    ev.add("acme", "lead-0042", "lead_deleted", ts(15))
-    ev.add("acme", "lead-0042", "lead_upserted", ts(14), fields={"score": 99})
-    ev.add("acme", "lead-0043", "lead_deleted", ts(15))
-    ev.add("acme", "lead-0043", "lead_upserted", ts(16), fields={"state": "NY",
+    for lead in ("lead-0900", "lead-0901"):
+        ev.add("acme", lead, "lead_upserted", ts(2), fields={
+            "state": "NY", "lifecycle_stage": "customer", "email": f"{lead}@gmail.com"})
+        ev.add("acme", lead, "lead_deleted", ts(15))
+    ev.add("acme", "lead-0900", "lead_upserted", ts(14), fields={"score": 99})
+    ev.add("acme", "lead-0901", "lead_upserted", ts(16), fields={"state": "NY",
                                                                  "lifecycle_stage": "lead"})
 
 

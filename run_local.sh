@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Run the main job on the bundled sample data: DirectRunner, SQLite sink, then a summary.
+# Extra arguments pass through to the job (any Beam option: --runner, --project, ...).
+set -euo pipefail
+cd "$(dirname "$0")"
+tools/bootstrap.sh
+mkdir -p out
+exec .venv/bin/python -m pipeline backfill \
+  --events 'sample/events/*' \
+  --lists sample/lists.json \
+  --sink "sqlite:///$PWD/out/local.db" \
+  "$@"

@@ -1,0 +1,19 @@
+"""Installs the pipeline's packages, so Dataflow workers get them with --setup_file."""
+
+import setuptools
+
+setuptools.setup(
+    name="dynlists",
+    version="0.1.0",
+    description="Streaming dynamic-list membership on Apache Beam",
+    python_requires=">=3.11,<3.12",
+    packages=setuptools.find_packages(include=["pipeline", "rules", "schemas", "storage",
+                                               "transforms"]),
+    package_data={"schemas": ["*.avsc"]},
+    install_requires=[
+        "apache-beam[gcp]==2.77.0",
+        "fastavro==1.13.1",
+        "google-cloud-pubsub==2.44.0",
+    ],
+    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17"]},
+)

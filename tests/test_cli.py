@@ -1,0 +1,86 @@
+"""The command line as a user meets it: real subprocesses, one-line errors, no tracebacks."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import SAMPLE
+
+ROOT = os.path.dirname(SAMPLE)
+LISTS = os.path.join(SAMPLE, "lists.json")
+
+
+def run(*args, cwd=ROOT):
+    done = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def test_validate_prints_dependency_order():
+    done = run("validate", "--lists", LISTS)
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    assert "OK" in lines[0] and "3 tenant(s)" in lines[0]
+    acme = [line.split(".", 1)[1].split()[0] for line in lines
+            if line.startswith("  ") and "tenant" not in line][:34]
+    assert acme.index("east-coast") < acme.index("east-coast-customers") < \
+        acme.index("ne-gala-table-1")
+
+
+def test_validate_reports_every_error_and_exits_1(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"lists": [{"tenant_id": "a", "list_id": "x", "rules": {"list": "y"}},'
+                   '{"tenant_id": "a", "list_id": "y", "rules": {"list": "x"}},'
+                   '{"tenant_id": "a", "list_id": "z", "rules": {"field": "s", "op": "gt",'
+                   '"value": "no"}}]}')
+    done = run("validate", "--lists", str(bad))
+    assert done.returncode == 1
+    errors = done.stderr.strip().splitlines()
+    assert errors == ["error: tenant a, list z: 'gt' needs a number, got \"no\" at rules",
+                      "error: tenant a, list x: cycle of list references: x -> y -> x"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["frobnicate"], "unknown command 'frobnicate'"),
+    (["validate"], "the following arguments are required: --lists"),
+    (["validate", "--lists", "/nonexistent.json"], "cannot read /nonexistent.json"),
+    (["backfill", "--lists", LISTS, "--sink", "sqlite:///tmp/x.db"], "--events is required"),
+    (["backfill", "--events", "nothing/*.jsonl", "--lists", LISTS, "--sink",
+      "sqlite:///tmp/x.db"], "no event files match 'nothing/*.jsonl'"),
+    (["backfill", "--events", "sample/events/*", "--lists", LISTS, "--sink", "mysql://x"],
+     "unsupported sink 'mysql://x'"),
+    (["backfill", "--events", "sample/events/*", "--lists", LISTS, "--sink",
+      "sqlite:///tmp/x.db", "--as_of", "tomorrow"], "--as_of 'tomorrow' is not an RFC 3339"),
+    (["backfill", "--events", "sample/events/*", "--lists", LISTS, "--sink",
+      "sqlite:///tmp/x.db", "--sinks", "x"], "unknown argument --sinks (did you mean --sink?)"),
+    (["explain", "--lists", LISTS, "--sink", "sqlite:///nonexistent/x.db", "--tenant", "acme",
+      "--lead", "L", "--list", "nope"], "tenant acme has no list 'nope'"),
+])
+def test_bad_arguments_get_one_line(args, message):
+    done = run(*args)
+    assert done.returncode in (1, 2)
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr
+
+
+def test_backfill_then_explain(tmp_path):
+    db = tmp_path / "out.db"
+    done = run("backfill", "--events", "sample/events/*", "--lists", LISTS,
+               "--sink", f"sqlite:///{db}")
+    assert done.returncode == 0, done.stderr
+    assert "accounted:    yes" in done.stdout
+    assert "dead letters: 8" in done.stdout
+    explained = run("explain", "--lists", LISTS, "--sink", f"sqlite:///{db}",
+                    "--tenant", "acme", "--lead", "lead-0001", "--list", "ne-exec-briefing")
+    assert explained.returncode == 0, explained.stderr
+    text = explained.stdout
+    assert "list ne-exec-briefing (Executive briefing): MEMBER" in text
+    assert '[yes] title matches the pattern "^(vp|chief|director)\\\\b"  (title = "VP Marketing")' \
+        in text
+    assert "[yes] is in the list \"ne-account-review\"" in text
+    missing = run("explain", "--lists", LISTS, "--sink", f"sqlite:///{db}",
+                  "--tenant", "acme", "--lead", "nobody")
+    assert missing.returncode == 2 and "no profile of lead 'nobody'" in missing.stderr

@@ -1,0 +1,135 @@
+"""Each operator's edge cases, checked on the compiled path and the reference alike."""
+
+import pytest
+
+from rules import LeadState, Profile, evaluate_tenant, parse_definitions
+from rules.compiler import CompiledTenant
+from rules.values import DAY_US, parse_timestamp
+
+NOW = parse_timestamp("2026-06-15T12:00:00Z")
+
+
+def decide(rules, fields=None, tags=(), activities=(), now=NOW):
+    """(compiled, reference) value of one rule for one lead."""
+    doc = {"tenants": ["t"], "lists": [{"tenant_id": "t", "list_id": "x", "rules": rules}]}
+    definitions = parse_definitions(doc)
+    tenant = definitions.tenants["t"]
+    profile = Profile({k: v for k, v in (fields or {}).items() if v is not None},
+                      frozenset(tags), frozenset(), tuple(activities))
+    ct = CompiledTenant(tenant, definitions.version)
+    state = LeadState.from_profile(profile)
+    compiled = "x" in ct.evaluate_all(ct.view_of(state), state.tag_set, state.static_set,
+                                      state.acts, now)
+    reference = "x" in evaluate_tenant(tenant, profile, now)
+    return compiled, reference
+
+
+def check(rules, expected, **lead):
+    assert decide(rules, **lead) == (expected, expected)
+
+
+F = "f"
+CASES = [
+    # eq / neq: case-insensitive, numbers by value, "05" is not 5, empty is never equal
+    ("eq", "NY", "ny", True), ("eq", "NY", "NJ", False), ("eq", "NY", None, False),
+    ("eq", 5, 5.0, True), ("eq", 5, "5", True), ("eq", 5, "05", False),
+    ("eq", True, "TRUE", True), ("eq", "x", "", False),
+    ("neq", "NY", "ny", False), ("neq", "NY", None, True), ("neq", "NY", "", True),
+    ("neq", "NY", "CA", True),
+    # in / not_in
+    ("in", ["NY", "MA"], "ma", True), ("in", ["NY"], None, False), ("in", [1, 2], 2.0, True),
+    ("not_in", ["NY"], None, True), ("not_in", ["NY"], "Ny", False),
+    # string operators: empty is the empty string
+    ("contains", "ph", "Alpha", True), ("contains", "ph", None, False),
+    ("not_contains", "ph", None, True), ("not_contains", "PH", "alpha", False),
+    ("starts_with", "al", "ALPHA", True), ("starts_with", "al", None, False),
+    ("ends_with", ".COM", "x@y.com", True), ("ends_with", ".com", "x@y.org", False),
+    ("contains", 42, "order 42", True),
+    # numeric: false on empty or non-numeric, numeric strings count
+    ("gt", 50, 51, True), ("gt", 50, 50, False), ("gt", 50, "51", True),
+    ("gt", 50, "abc", False), ("gt", 50, None, False), ("gt", 50, True, False),
+    ("gte", 50, 50, True), ("lt", 50, 50, False), ("lte", 50, 50, True),
+    ("lt", 50, "", False), ("lt", 0, -0.5, True),
+    ("between", [10, 20], 10, True), ("between", [10, 20], 20, True),
+    ("between", [10, 20], 20.0001, False), ("between", [10, 20], 9.999, False),
+    ("between", [10, 20], None, False), ("between", [10, 20], "15", True),
+    # emptiness
+    ("is_empty", None, None, True), ("is_empty", None, "", True), ("is_empty", None, [], True),
+    ("is_empty", None, 0, False), ("is_empty", None, False, False),
+    ("is_not_empty", None, "x", True), ("is_not_empty", None, None, False),
+    # regular expressions, case-insensitive
+    ("matches", "^(vp|chief)\\b", "VP Sales", True), ("matches", "^vp", "svp", False),
+    ("matches", "^$", None, True), ("matches", "[0-9]", None, False),
+]
+
+
+@pytest.mark.parametrize("op, value, field_value, expected", CASES)
+def test_field_operators(op, value, field_value, expected):
+    node = {"field": F, "op": op}
+    if value is not None:
+        node["value"] = value
+    check(node, expected, fields={F: field_value})
+
+
+DATE = "2026-06-01"  # midnight UTC, 14.5 days before NOW
+
+
+@pytest.mark.parametrize("op, days, now, expected", [
+    ("within_last_days", 15, NOW, True),
+    ("within_last_days", 14, NOW, False),
+    # the window is [date, date + days): it closes exactly at date + days
+    ("within_last_days", 14, parse_timestamp("2026-06-15T00:00:00Z") - 1, True),
+    ("within_last_days", 14, parse_timestamp("2026-06-15T00:00:00Z"), False),
+    ("within_last_days", 30, parse_timestamp("2026-05-31T23:59:59Z"), False),  # future date
+    ("within_last_days", 30, parse_timestamp("2026-06-01T00:00:00Z"), True),
+    ("before_days_ago", 14, NOW, True),
+    ("before_days_ago", 15, NOW, False),
+    ("before_days_ago", 14, parse_timestamp("2026-06-15T00:00:00Z"), True),
+    ("before_days_ago", 14, parse_timestamp("2026-06-15T00:00:00Z") - 1, False),
+])
+def test_date_windows_and_their_boundaries(op, days, now, expected):
+    check({"field": F, "op": op, "value": days}, expected, fields={F: DATE}, now=now)
+
+
+@pytest.mark.parametrize("value", [None, "soon", 1717200000, "2026-02-30"])
+def test_date_operators_are_false_on_non_dates(value):
+    for op in ("within_last_days", "before_days_ago"):
+        check({"field": F, "op": op, "value": 30}, False, fields={F: value})
+
+
+def test_rfc3339_timestamps_are_dates_too():
+    check({"field": F, "op": "within_last_days", "value": 1}, True,
+          fields={F: "2026-06-15T01:00:00+02:00"})
+
+
+def act(days_ago, kind="email_open", ref=None, n=0):
+    return (NOW - int(days_ago * DAY_US), kind, ref, f"a{n}-{days_ago}")
+
+
+@pytest.mark.parametrize("node, activities, expected", [
+    ({"activity": "email_open"}, [], False),
+    ({"activity": "email_open"}, [act(400)], True),
+    ({"activity": "Email_Open", "within_days": 30}, [act(29.9)], True),
+    ({"activity": "email_open", "within_days": 30}, [act(30)], False),  # leaves exactly then
+    ({"activity": "email_open", "min_count": 2, "within_days": 30}, [act(1), act(40)], False),
+    ({"activity": "email_open", "min_count": 2, "within_days": 30}, [act(1), act(2)], True),
+    ({"activity": "email_open", "max_count": 0, "within_days": 30}, [], True),
+    ({"activity": "email_open", "max_count": 0, "within_days": 30}, [act(31)], True),
+    ({"activity": "email_open", "max_count": 0, "within_days": 30}, [act(3)], False),
+    ({"activity": "email_open", "min_count": 1, "max_count": 2}, [act(1), act(2), act(3)],
+     False),
+    ({"activity": "email_open", "ref": "C7"}, [act(1, ref="c8")], False),
+    ({"activity": "email_open", "ref": "C7"}, [act(1, ref="c7")], True),
+    ({"activity": "email_open", "min_count": 0}, [], True),
+    ({"activity": "click"}, [act(1)], False),
+])
+def test_activity_counts(node, activities, expected):
+    check(node, expected, activities=sorted(activities, key=lambda a: (a[0], a[3])))
+
+
+def test_groups_nest_and_empty_groups_are_vacuous():
+    check({"all": []}, True)
+    check({"any": []}, False)
+    check({"not": {"all": [{"any": [{"tag": "vip"}, {"field": F, "op": "eq", "value": 1}]},
+                           {"not": {"tag": "churn"}}]}}, False, tags={"vip"})
+    check({"tag": "VIP"}, True, tags={"vip"})

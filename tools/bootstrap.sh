@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create .venv with Python 3.11 if it is missing and install the locked dependencies and
+# this project; does nothing when requirements.lock and setup.py have not changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=""
+for candidate in python3.11 python3 python; do
+  if command -v "$candidate" >/dev/null 2>&1 &&
+     "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+    python=$candidate
+    break
+  fi
+done
+if [ -z "$python" ]; then
+  echo "error: Python 3.11 is needed (python3.11 was not found on PATH)" >&2
+  exit 1
+fi
+
+stamp=.venv/.installed
+want=$(cat requirements.lock setup.py | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "creating .venv with $($python --version)" >&2
+  "$python" -m venv .venv
+fi
+echo "installing locked dependencies into .venv (first run takes a few minutes)" >&2
+.venv/bin/python -m pip install --quiet -r requirements.lock
+.venv/bin/python -m pip install --quiet --no-deps -e .
+echo "$want" > "$stamp"
