@@ -56,12 +56,41 @@ def _first(entry):
     return entry[0]
 
 
-def _mark(table, key, idx, joins):
-    """Record list `idx` under `key`: it may join (or leave) when the predicate turns true."""
-    pair = table.get(key)
-    if pair is None:
-        pair = table[key] = (set(), set())
-    pair[0 if joins else 1].add(idx)
+_NO_LISTS = frozenset()
+
+
+def _date_truth(op, window, date, now):
+    """A date predicate's value for a date (None when the field is not a date)."""
+    if date is None:
+        return False
+    if op == "within_last_days":
+        return date <= now < date + window
+    return date + window <= now
+
+
+ALL_TRUE = 255  # the watch of a list whose conjuncts are all true (a member)
+
+
+def _mark(table, key, code, joins):
+    """Record a predicate occurrence under `key`.
+
+    The entry is four sets: codes and list indexes of the lists that may join when the
+    predicate turns true (and leave when it turns false), then the same for lists that
+    may leave when it turns true. A code is list << 8 | slot, the slot being the
+    top-level conjunct the predicate sits in: joining is checked against the watch,
+    which needs the slot; leaving is checked against membership, which needs the list.
+    """
+    entry = table.get(key)
+    if entry is None:
+        entry = table[key] = (set(), set(), set(), set())
+    side = 0 if joins else 2
+    entry[side].add(code)
+    entry[side + 1].add(code >> 8)
+
+
+def turned(entry, true):
+    """(codes that may join, lists that may leave) when the predicate turns true/false."""
+    return (entry[0], entry[3]) if true else (entry[2], entry[1])
 
 
 class _Codegen:
@@ -71,6 +100,7 @@ class _Codegen:
         self.t = tenant
         self.consts = {}
         self._const_ids = {}
+        self.code = 0  # list << 8 | slot of the conjunct being compiled
 
     def const(self, value, prefix="_k"):
         key = (prefix, repr(value))
@@ -98,12 +128,12 @@ class _Codegen:
         if "tag" in node:
             t.own[idx] = True
             tag = node["tag"].lower()
-            _mark(t.tag_index, tag, idx, positive)
+            _mark(t.tag_index, tag, self.code, positive)
             return f"({tag!r} in T)"
         if "list" in node:
-            _mark(t.rev, t.pos[node["list"]], idx, positive)
+            _mark(t.rev, t.pos[node["list"]], self.code, positive)
             return f"({node['list']!r} in M)"
-        return self.activity_expr(node, idx)
+        return self.activity_expr(node, idx, positive)
 
     def field_expr(self, name, op, value, idx, positive):
         t = self.t
@@ -114,7 +144,7 @@ class _Codegen:
             # eq/in turn true when the field starts matching a key; neq/not_in turn false
             joins = positive == (op in ("eq", "in"))
             for key in keys:
-                _mark(bucket, key, idx, joins)
+                _mark(bucket, key, self.code, joins)
             if op == "eq":
                 return f"(C.get({f}) == {keys[0]!r})"
             if op == "neq":
@@ -128,21 +158,18 @@ class _Codegen:
                 [(value, op in ("gt", "gte"))]
             entries = t.thresholds.setdefault(name, [])
             for bound, true_on_rise in bounds:
-                entries.append((float(bound), idx, true_on_rise == positive))
-            _mark(t.num_all, name, idx, positive)
+                entries.append((float(bound), self.code, true_on_rise == positive))
+            _mark(t.num_all, name, self.code, positive)
             if op == "between":
                 return f"({float(value[0])!r} <= N.get({f}, _nan) <= {float(value[1])!r})"
             return f"(N.get({f}, _nan) {_CMP[op]} {float(value)!r})"
         if op in EMPTY_OPS:
-            _mark(t.empty_index, name, idx, positive == (op == "is_not_empty"))
+            _mark(t.empty_index, name, self.code, positive == (op == "is_not_empty"))
             return f"({f} {'not in' if op == 'is_empty' else 'in'} C)"
         if op in DATE_OPS:
             t.date_fields.add(name)
-            t.date_index.setdefault(name, set()).add(idx)
-            t.time_lists.add(idx)
             window = days_to_us(value)
-            windows = t.date_windows.setdefault(name, (set(), set()))
-            windows[0 if op == "within_last_days" else 1].add(window)
+            _mark(t.date_atoms.setdefault(name, {}), (op, window), self.code, positive)
             if op == "within_last_days":
                 return f"(now - {window} < DT.get({f}, _nan) <= now)"
             return f"(DT.get({f}, _nan) <= now - {window})"
@@ -151,7 +178,7 @@ class _Codegen:
             pred = re.compile(value, re.IGNORECASE).search
             fn = self.const(pred, "_r")
             code = f"({fn}(C.get({f}, '')) is not None)"
-            check = lambda text, pred=pred: pred(text) is not None  # noqa: E731
+            check = lambda text, pred=pred: pred(text) is not None  # noqa: E731 - truth
         else:
             needle = canon(value)
             code = {"contains": f"({needle!r} in C.get({f}, ''))",
@@ -159,30 +186,29 @@ class _Codegen:
                     "starts_with": f"C.get({f}, '').startswith({needle!r})",
                     "ends_with": f"C.get({f}, '').endswith({needle!r})"}[op]
             check = {"contains": lambda text, n=needle: n in text,
-                     "not_contains": lambda text, n=needle: n in text,
+                     "not_contains": lambda text, n=needle: n not in text,
                      "starts_with": lambda text, n=needle: text.startswith(n),
                      "ends_with": lambda text, n=needle: text.endswith(n)}[op]
-        atoms = t.string_atoms.setdefault(name, {})
-        atoms.setdefault((op, repr(value)), (check, set()))[1].add(idx)
+        key = (op, repr(value))
+        _mark(t.string_atoms.setdefault(name, {}), key, self.code, positive)
+        t.string_checks[(name, key)] = check
         return code
 
-    def activity_expr(self, node, idx):
+    def activity_expr(self, node, idx, positive):
         t = self.t
         t.own[idx] = True
         kind = node["activity"].lower()
         ref = node["ref"].lower() if node.get("ref") else None
         low, high = activity_bounds(node)
         window = days_to_us(node["within_days"]) if "within_days" in node else None
-        t.act_index.setdefault((kind, ref), set()).add(idx)
+        _mark(t.activity_atoms.setdefault(kind, {}), (ref, window, low, high), self.code,
+              positive)
         needed = max(low, (high + 1) if high is not None else 0, 1)
         horizon, cap, refs = t.policy_parts.get(kind, (0, 1, set()))
         horizon = None if window is None or horizon is None else max(horizon, window)
         if ref is not None:
             refs.add(ref)
         t.policy_parts[kind] = (horizon, max(cap, needed), refs)
-        if window is not None:
-            t.time_lists.add(idx)
-            t.window_atoms.setdefault(kind, set()).add((ref, window, low, high))
         count = f"_count(A, {kind!r}, {ref!r}, {window!r}, now)"
         if high is None:
             return "True" if low == 0 else f"({count} >= {low})"
@@ -201,23 +227,19 @@ class CompiledTenant:
         size = len(self.order)
         self.own = [False] * size
         self.rev = {}
-        self.eq_index, self.empty_index, self.string_atoms = {}, {}, {}
+        self.eq_index, self.empty_index, self.tag_index = {}, {}, {}
+        self.string_atoms, self.string_checks = {}, {}
         self.thresholds, self.num_all, self.numeric_fields = {}, {}, set()
-        self.date_index, self.date_windows, self.date_fields = {}, {}, set()
-        self.tag_index, self.act_index, self.window_atoms = {}, {}, {}
-        self.time_lists, self.policy_parts = set(), {}
+        self.date_atoms, self.date_fields = {}, set()
+        self.activity_atoms, self.policy_parts = {}, {}
 
         gen = _Codegen(self)
-        bodies, full = [], ["def _full(C, N, DT, T, S, M, A, now):"]
+        bodies, full = [], ["def _full(C, N, DT, T, S, M, A, now, W):"]
         for i, lid in enumerate(self.order):
-            definition = tenant.lists[lid]
-            if definition.static:
-                self.own[i] = True
-                expr = f"({lid!r} in S)"
-            else:
-                expr = gen.expr(definition.rules, i)
+            expr = self._watch_expr(gen, i, tenant.lists[lid])
             bodies.append(f"def _l{i}(C, N, DT, T, S, M, A, now):\n    return {expr}\n")
-            full.append(f"    if {expr}: M.add({lid!r})")
+            full.append(f"    W[{i}] = r = {expr}")
+            full.append(f"    if r == 255: M.add({lid!r})")
         full.append("    return M")
         namespace = {"_nan": NAN, "_count": count_activities, **gen.consts}
         exec(compile("\n".join(bodies + ["\n".join(full)]),  # noqa: S102 - generated here
@@ -226,8 +248,9 @@ class CompiledTenant:
         self._full = namespace["_full"]
         self.sources = bodies
 
-        self.rev = {i: (tuple(sorted(up)), tuple(sorted(down)))
-                    for i, (up, down) in self.rev.items()}
+        self.rev = {i: tuple(tuple(sorted(part)) for part in entry)
+                    for i, entry in self.rev.items()}
+        self.size = size
         for name, entries in self.thresholds.items():
             entries.sort(key=lambda e: e[0])
             # two sorted runs per field: lists that may join when the value rises across
@@ -235,17 +258,43 @@ class CompiledTenant:
             runs = []
             for joins in (True, False):
                 picked = [e for e in entries if e[2] == joins]
-                runs.append(([e[0] for e in picked], [e[1] for e in picked]))
+                runs.append(([e[0] for e in picked], [e[1] for e in picked],
+                             [e[1] >> 8 for e in picked]))
             self.thresholds[name] = runs
-        self.string_atoms = {name: list(atoms.values())
+        self.string_atoms = {name: [(self.string_checks[(name, key)], entry)
+                                    for key, entry in atoms.items()]
                              for name, atoms in self.string_atoms.items()}
-        self.date_windows = {name: (tuple(sorted(w)), tuple(sorted(b)))
-                             for name, (w, b) in self.date_windows.items()}
-        self.window_atoms = {kind: tuple(sorted(atoms, key=repr))
-                             for kind, atoms in self.window_atoms.items()}
+        self.date_atoms = {name: list(atoms.items()) for name, atoms in self.date_atoms.items()}
+        self.activity_atoms = {kind: list(atoms.items())
+                               for kind, atoms in self.activity_atoms.items()}
         self.policies = {kind: ActivityPolicy(horizon, cap, frozenset(refs))
                          for kind, (horizon, cap, refs) in self.policy_parts.items()}
-        self.has_time = bool(self.time_lists)
+        self.has_time = bool(self.date_atoms) or any(
+            window is not None for atoms in self.activity_atoms.values()
+            for (_, window, _, _), _ in atoms)
+
+    @staticmethod
+    def _watch_expr(gen, i, definition):
+        """Source of the list's watch: the index of its first false top-level conjunct,
+        or ALL_TRUE (255) when the lead belongs to the list.
+
+        A list the lead is not in stays out as long as that conjunct stays false, so a
+        predicate turning true elsewhere in the list needs no evaluation.
+        """
+        if definition.static:
+            gen.t.own[i] = True
+            return f"255 if {definition.list_id!r} in S else 0"
+        rules = definition.rules
+        children = rules.get("all") if isinstance(rules, dict) else None
+        if not children:
+            gen.code = i << 8
+            return f"255 if {gen.expr(rules, i)} else 0"
+        parts = []
+        for slot, child in enumerate(children):
+            slot = min(slot, ALL_TRUE - 1)
+            gen.code = (i << 8) | slot
+            parts.append(f"{slot} if not {gen.expr(child, i)} else ")
+        return "".join(parts) + "255"
 
     # -- the field view -----------------------------------------------------------------
     def field_entry(self, name, value):
@@ -278,10 +327,15 @@ class CompiledTenant:
                 table[name] = item
 
     # -- evaluation ---------------------------------------------------------------------
-    def evaluate_all(self, view, tags, statics, acts, now):
-        """Every list, from scratch: the set of list ids the lead belongs to."""
+    def evaluate_all(self, view, tags, statics, acts, now, watch=None):
+        """Every list, from scratch: the set of list ids the lead belongs to.
+
+        `watch` (a bytearray of one byte per list), when given, receives each list's watch.
+        """
         C, N, DT = view
-        return self._full(C, N, DT, tags, statics, set(), acts, now)
+        if watch is None:
+            watch = bytearray(self.size)
+        return self._full(C, N, DT, tags, statics, set(), acts, now, watch)
 
     def diff(self, before, after):
         """Deltas (list id, added, depth) turning `before` into `after`, in list order.
@@ -308,17 +362,18 @@ class CompiledTenant:
         refs = getattr(self, "_fwd", None)
         if refs is None:
             refs = {}
-            for target, (up, down) in self.rev.items():
-                for user in up + down:
+            for target, entry in self.rev.items():
+                for user in set(entry[1]) | set(entry[3]):
                     refs.setdefault(user, []).append(target)
             self._fwd = refs
         return refs.get(i, ())
 
-    def candidates(self, view, tags, changes, old_fields):
-        """(join, leave, any) sets of list indexes whose own predicates changed value.
+    def candidates(self, view, tags, acts, changes, old_fields, now):
+        """(join codes, leave lists, any lists) whose own predicates changed value.
 
-        Lists in `join` can only join (a predicate turned true un-negated, or false
-        under a `not`), lists in `leave` can only leave, lists in `any` may do either.
+        Lists behind `join` codes can only join (a predicate turned true un-negated, or
+        false under a `not`), lists in `leave` can only leave, lists in `any` may do
+        either.
         """
         join, leave, both = set(), set(), set()
         C, N, DT = view
@@ -327,81 +382,145 @@ class CompiledTenant:
             if old_key != new_key:
                 bucket = self.eq_index.get(name)
                 if bucket:
-                    now_matching = bucket.get(new_key)
-                    if now_matching:
-                        join |= now_matching[0]
-                        leave |= now_matching[1]
-                    no_longer = bucket.get(old_key)
-                    if no_longer:
-                        join |= no_longer[1]
-                        leave |= no_longer[0]
+                    for key, true in ((new_key, True), (old_key, False)):
+                        entry = bucket.get(key)
+                        if entry:
+                            codes, lists = turned(entry, true)
+                            join |= codes
+                            leave |= lists
                 if (old_key is None) != (new_key is None):
-                    pair = self.empty_index.get(name)
-                    if pair:
-                        appeared = old_key is None
-                        join |= pair[0 if appeared else 1]
-                        leave |= pair[1 if appeared else 0]
+                    entry = self.empty_index.get(name)
+                    if entry:
+                        codes, lists = turned(entry, old_key is None)
+                        join |= codes
+                        leave |= lists
                 atoms = self.string_atoms.get(name)
                 if atoms:
                     before, after = old_key or "", new_key or ""
-                    for check, lists in atoms:
-                        if check(before) != check(after):
-                            both |= lists
+                    for check, entry in atoms:
+                        now_true = check(after)
+                        if check(before) != now_true:
+                            codes, lists = turned(entry, now_true)
+                            join |= codes
+                            leave |= lists
             new_num = N.get(name)
             if old_num != new_num and name in self.num_all:
                 if old_num is None or new_num is None:
-                    appeared = old_num is None
-                    pair = self.num_all[name]
-                    join |= pair[0 if appeared else 1]
-                    leave |= pair[1 if appeared else 0]
+                    codes, lists = turned(self.num_all[name], old_num is None)
+                    join |= codes
+                    leave |= lists
                 else:
                     rising = new_num > old_num
                     low, high = (old_num, new_num) if rising else (new_num, old_num)
-                    for joins, (bounds, lists) in zip((rising, not rising),
-                                                      self.thresholds[name]):
-                        hit = lists[bisect_left(bounds, low):bisect_right(bounds, high)]
-                        (join if joins else leave).update(hit)
-            if old_date != DT.get(name) and name in self.date_index:
-                both |= self.date_index[name]
+                    up, down = self.thresholds[name]
+                    if not rising:
+                        up, down = down, up
+                    bounds, codes, _ = up
+                    join.update(codes[bisect_left(bounds, low):bisect_right(bounds, high)])
+                    bounds, _, lists = down
+                    leave.update(lists[bisect_left(bounds, low):bisect_right(bounds, high)])
+            new_date = DT.get(name)
+            if old_date != new_date and name in self.date_atoms:
+                for (op, window), entry in self.date_atoms[name]:
+                    now_true = _date_truth(op, window, new_date, now)
+                    if _date_truth(op, window, old_date, now) != now_true:
+                        codes, lists = turned(entry, now_true)
+                        join |= codes
+                        leave |= lists
         for tag in changes.tags:
-            pair = self.tag_index.get(tag)
-            if pair:
-                added = tag in tags
-                join |= pair[0 if added else 1]
-                leave |= pair[1 if added else 0]
+            entry = self.tag_index.get(tag)
+            if entry:
+                codes, lists = turned(entry, tag in tags)
+                join |= codes
+                leave |= lists
         for lid in changes.statics:
             i = self.pos.get(lid)
             if i is not None and lid in self.static:
                 both.add(i)
-        for kind, ref in changes.activities:
-            for key in ((kind, None), (kind, ref)):
-                hit = self.act_index.get(key)
-                if hit:
-                    both |= hit
+        added = {}
+        for kind, ref, at, _ in changes.activities:
+            added.setdefault(kind, []).append((ref, at))
+        for kind, new in added.items():
+            for (want, window, low, high), entry in self.activity_atoms.get(kind, ()):
+                fresh = sum(1 for ref, at in new if (want is None or want == ref)
+                            and (window is None or now < at + window))
+                if not fresh:
+                    continue
+                count = count_activities(acts, kind, want, window, now)
+                now_true = count >= low and (high is None or count <= high)
+                before = count - fresh
+                if (before >= low and (high is None or before <= high)) != now_true:
+                    codes, lists = turned(entry, now_true)
+                    join |= codes
+                    leave |= lists
         return join, leave, both
+
+    def flipping(self, view, acts, moment):
+        """(join codes, leave lists, any lists) of the time predicates that change value
+        exactly at `moment` (a moment next_flip returned)."""
+        join, leave = set(), set()
+        DT = view[2]
+        for name, atoms in self.date_atoms.items():
+            date = DT.get(name)
+            if date is None:
+                continue
+            for (op, window), entry in atoms:
+                if op == "within_last_days":
+                    if date == moment or date + window == moment:
+                        now_true = date == moment and window > 0
+                    else:
+                        continue
+                elif date + window == moment:
+                    now_true = True
+                else:
+                    continue
+                codes, lists = turned(entry, now_true)
+                join |= codes
+                leave |= lists
+        for kind, atoms in self.activity_atoms.items():
+            if kind not in acts:
+                continue
+            for (ref, window, low, high), entry in atoms:
+                if window is None:
+                    continue
+                count = count_activities(acts, kind, ref, window, moment)
+                before = count_activities(acts, kind, ref, window, moment - 1)
+                now_true = count >= low and (high is None or count <= high)
+                if (before >= low and (high is None or before <= high)) != now_true:
+                    codes, lists = turned(entry, now_true)
+                    join |= codes
+                    leave |= lists
+        return join, leave, _NO_LISTS
 
     def member_indexes(self, members):
         pos = self.pos
         return {pos[lid] for lid in members if lid in pos}
 
-    def evaluate_dirty(self, view, tags, statics, acts, members, candidates, now):
+    def evaluate_dirty(self, view, tags, statics, acts, members, watch, candidates, now):
         """Re-evaluate candidate lists and their cascades in dependency order.
 
-        `candidates` is (join, leave, any) as from `candidates()`; `members` (a set of
-        list ids) is updated in place. Returns deltas (list id, added, depth).
+        `candidates` is (join codes, leave, any) as from `candidates()`; `members` (a set
+        of list ids) and `watch` are updated in place. Returns deltas (list id, added,
+        depth).
         """
         join, leave, both = candidates
         inside = self.member_indexes(members)
-        heap = sorted((join - inside) | (leave & inside) | both)
-        if not heap:
+        todo = (leave & inside) | both
+        for code in join:
+            i = code >> 8
+            if watch[i] == (code & 255) and i not in inside:
+                todo.add(i)
+        if not todo:
             return []
+        heap = sorted(todo)
         C, N, DT = view
         fns, order, rev = self.fns, self.order, self.rev
         depth = dict.fromkeys(heap, 0)
         out = []
         while heap:
             i = heapq.heappop(heap)
-            value = fns[i](C, N, DT, tags, statics, members, acts, now)
+            watch[i] = result = fns[i](C, N, DT, tags, statics, members, acts, now)
+            value = result == ALL_TRUE
             if value != (i in inside):
                 lid = order[i]
                 d = depth[i]
@@ -412,13 +531,14 @@ class CompiledTenant:
                     members.discard(lid)
                     inside.discard(i)
                 out.append((lid, value, d))
-                users = rev.get(i)
-                if users:
-                    joiners, leavers = users if value else users[::-1]
-                    for j in joiners:
-                        if j not in inside:
+                entry = rev.get(i)
+                if entry:
+                    codes, lists = turned(entry, value)
+                    for code in codes:
+                        j = code >> 8
+                        if j not in inside and watch[j] == (code & 255):
                             self._push(heap, depth, j, d + 1)
-                    for j in leavers:
+                    for j in lists:
                         if j in inside:
                             self._push(heap, depth, j, d + 1)
         return out
@@ -441,21 +561,23 @@ class CompiledTenant:
         """
         best = math.inf
         DT = view[2]
-        for name, (within, before) in self.date_windows.items():
+        for name, atoms in self.date_atoms.items():
             date = DT.get(name)
             if date is None:
                 continue
-            if within and now < date < best:
-                best = date
-            for window in within + before:
+            for (op, window), _ in atoms:
+                if op == "within_last_days" and now < date < best:
+                    best = date
                 moment = date + window
                 if now < moment < best:
                     best = moment
-        for kind, atoms in self.window_atoms.items():
+        for kind, atoms in self.activity_atoms.items():
             entries = acts.get(kind)
             if not entries:
                 continue
-            for ref, window, low, high in atoms:
+            for (ref, window, low, high), _ in atoms:
+                if window is None:
+                    continue
                 cutoff = now - window
                 times = [e[0] for e in entries if e[0] > cutoff and (ref is None or e[2] == ref)]
                 count = len(times)

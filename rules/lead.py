@@ -41,7 +41,7 @@ class Changes:
         self.fields = {}        # name -> previous value (None when it was absent)
         self.tags = set()
         self.statics = set()
-        self.activities = set()  # (kind, ref)
+        self.activities = set()  # (kind, ref, occurred_at, event_id) of added activities
         self.deleted = False
 
     def __bool__(self):
@@ -60,8 +60,8 @@ class LeadState:
     """One lead's profile, memberships and bookkeeping; plain data, picklable."""
 
     __slots__ = ("values", "versions", "tags", "statics", "acts", "tomb", "last", "seen",
-                 "clock", "members", "next_flip", "defs_version", "seq", "view", "view_owner",
-                 "tag_set", "static_set")
+                 "clock", "members", "next_flip", "defs_version", "seq", "watch", "view",
+                 "view_owner", "tag_set", "static_set")
 
     def __init__(self):
         self.values = {}      # field -> raw value (None: cleared, kept for its version)
@@ -77,6 +77,7 @@ class LeadState:
         self.next_flip = None
         self.defs_version = None
         self.seq = 0          # number of deltas emitted so far
+        self.watch = None     # per list: its first false conjunct (see CompiledTenant)
         self._reset_derived()
 
     @classmethod
@@ -105,7 +106,7 @@ class LeadState:
 
     # -- persistence: derived views are rebuilt, not stored ---------------------------
     _STORED = ("values", "versions", "tags", "statics", "acts", "tomb", "last", "seen",
-               "clock", "members", "next_flip", "defs_version", "seq")
+               "clock", "members", "next_flip", "defs_version", "seq", "watch")
 
     def __getstate__(self):
         return tuple(getattr(self, name) for name in self._STORED)
@@ -126,6 +127,7 @@ class LeadState:
             "last": list(self.last) if self.last else None,
             "seen": self.seen, "clock": self.clock, "members": self.members,
             "next_flip": self.next_flip, "defs_version": self.defs_version, "seq": self.seq,
+            "watch": self.watch.hex() if self.watch is not None else None,
         }
 
     @classmethod
@@ -144,6 +146,8 @@ class LeadState:
         state.next_flip = data["next_flip"]
         state.defs_version = data["defs_version"]
         state.seq = data["seq"]
+        watch = data.get("watch")
+        state.watch = bytearray.fromhex(watch) if watch else None
         state._reset_derived()
         return state
 
@@ -206,7 +210,7 @@ class LeadState:
                 entries = self.acts.setdefault(kind_, [])
                 if not any(e[1] == event.event_id for e in entries):
                     insort(entries, (event.occurred_at, event.event_id, ref))
-                    changes.activities.add((kind_, ref))
+                    changes.activities.add((kind_, ref, event.occurred_at, event.event_id))
                     self._compact_kind(kind_, policy)
         elif kind in ("tag_added", "tag_removed"):
             self._set_flag(self.tags, self.tag_set, event.tag.lower(),
@@ -244,7 +248,7 @@ class LeadState:
         for kind in list(self.acts):
             kept = [e for e in self.acts[kind] if (e[0], e[1]) > version]
             if len(kept) != len(self.acts[kind]):
-                changes.activities.update((kind, e[2]) for e in self.acts[kind])
+                changes.activities.update((kind, e[2], e[0], e[1]) for e in self.acts[kind])
             if kept:
                 self.acts[kind] = kept
             else:

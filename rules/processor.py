@@ -57,9 +57,8 @@ class LeadProcessor:
         else:
             old_fields = {name: ct.field_entry(name, old)
                           for name, old in changes.fields.items()}
-            candidates = ct.candidates(view, state.tag_set, changes, old_fields)
-            found = ct.evaluate_dirty(view, state.tag_set, state.static_set, state.acts,
-                                      set(state.members), candidates, now)
+            candidates = ct.candidates(view, state.tag_set, state.acts, changes, old_fields, now)
+            found = self._evaluate(ct, state, view, candidates, now)
         deltas += self._record(state, tenant, lead, found, when, cause)
         if ct.has_time and (changes.activities or changes.deleted or not existed
                             or not ct.date_fields.isdisjoint(changes.fields)):
@@ -124,19 +123,30 @@ class LeadProcessor:
         deltas = []
         while state.next_flip is not None and state.next_flip <= now:
             moment = state.next_flip
+            view = ct.view_of(state)
+            flipped = ct.flipping(view, state.acts, moment)  # before compaction drops them
             state.clock = moment
             state.compact(ct.policies)
-            view = ct.view_of(state)
-            found = ct.evaluate_dirty(view, state.tag_set, state.static_set, state.acts,
-                                      set(state.members), (_NONE, _NONE, ct.time_lists), moment)
+            found = self._evaluate(ct, state, view, flipped, moment)
             deltas += self._record(state, tenant, lead, found, moment,
                                    f"timer:{format_ts(moment)}")
             state.next_flip = ct.next_flip(view, state.acts, moment)
         return deltas
 
+    def _evaluate(self, ct, state, view, candidates, now):
+        """Incremental evaluation of `candidates`, or a full one when the state has no
+        watches for these definitions (a state restored from a profile)."""
+        watch = state.watch
+        if watch is None or len(watch) != ct.size:
+            return self._full(ct, state, view, now)
+        return ct.evaluate_dirty(view, state.tag_set, state.static_set, state.acts,
+                                 set(state.members), watch, candidates, now)
+
     @staticmethod
     def _full(ct, state, view, now):
-        after = ct.evaluate_all(view, state.tag_set, state.static_set, state.acts, now)
+        state.watch = bytearray(ct.size)
+        after = ct.evaluate_all(view, state.tag_set, state.static_set, state.acts, now,
+                                state.watch)
         return ct.diff(set(state.members), after)
 
     @staticmethod

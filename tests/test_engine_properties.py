@@ -43,8 +43,9 @@ def _changes_between(before, after):
             changes.fields[name] = before.fields.get(name)
     changes.tags = set(before.tags ^ after.tags)
     changes.statics = set(before.static_lists ^ after.static_lists)
-    changes.activities = {(kind, ref) for _, kind, ref, _ in
-                          set(before.activities) ^ set(after.activities)}
+    assert set(before.activities) <= set(after.activities), "activities are only added"
+    changes.activities = {(kind, ref, at, eid) for at, kind, ref, eid in
+                          set(after.activities) - set(before.activities)}
     return changes
 
 
@@ -52,9 +53,11 @@ def _changes_between(before, after):
 def profile_pairs(draw):
     """A profile and a second one: either unrelated, or the first with a few edits."""
     first = draw(profiles())
-    if draw(st.booleans()):
-        return first, draw(profiles())
     other = draw(profiles())
+    added = tuple((ts, kind, ref, "new-" + eid) for ts, kind, ref, eid in other.activities)
+    if draw(st.booleans()):
+        acts = tuple(sorted(set(first.activities + added), key=activity_order))
+        return first, other._replace(activities=acts)
     names = draw(st.lists(st.sampled_from(sorted(set(first.fields) | set(other.fields)
                                                  | {"score"})), max_size=3))
     fields = dict(first.fields)
@@ -63,7 +66,6 @@ def profile_pairs(draw):
             fields[name] = other.fields[name]
         else:
             fields.pop(name, None)
-    added = tuple((ts, kind, ref, "new-" + eid) for ts, kind, ref, eid in other.activities)
     acts = first.activities + added[:draw(st.integers(0, 2))]
     return first, first._replace(fields=fields,
                                  activities=tuple(sorted(set(acts), key=activity_order)))
@@ -75,16 +77,21 @@ def test_incremental_equals_full(doc, pair, now):
     before, after = pair
     tenant, ct = compiled(doc)
     old = LeadState.from_profile(before)
-    members = full(ct, old, now)
+    watch = bytearray(ct.size)
+    members = ct.evaluate_all(ct.view_of(old), old.tag_set, old.static_set, old.acts, now,
+                              watch)
     new = LeadState.from_profile(after)
     view = ct.view_of(new)
     changes = _changes_between(before, after)
     old_fields = {name: ct.field_entry(name, value) for name, value in changes.fields.items()}
-    candidates = ct.candidates(view, new.tag_set, changes, old_fields)
-    deltas = ct.evaluate_dirty(view, new.tag_set, new.static_set, new.acts, members,
+    candidates = ct.candidates(view, new.tag_set, new.acts, changes, old_fields, now)
+    deltas = ct.evaluate_dirty(view, new.tag_set, new.static_set, new.acts, members, watch,
                                candidates, now)
     expected = evaluate_tenant(tenant, after, now)
     assert members == expected
+    fresh = bytearray(ct.size)
+    ct.evaluate_all(view, new.tag_set, new.static_set, new.acts, now, fresh)
+    assert [w == 255 for w in watch] == [w == 255 for w in fresh]
     assert {lid for lid, _, _ in deltas} == \
         (full(ct, old, now) ^ expected), "each changed list gets exactly one delta"
 
