@@ -258,10 +258,11 @@ class LeadState:
         seen = self.seen
         seen[event.event_id] = event.occurred_at
         if len(seen) > SEEN_MAX:
+            # prune to three quarters, so that a busy lead sorts once every 64 events
             newest = max(seen.values())
             horizon = newest - SEEN_HORIZON_US
             kept = sorted((ts, eid) for eid, ts in seen.items() if ts > horizon)
-            self.seen = {eid: ts for ts, eid in kept[-SEEN_MAX:]}
+            self.seen = {eid: ts for ts, eid in kept[-(SEEN_MAX * 3 // 4):]}
 
     # -- activity history -------------------------------------------------------------
     def _compact_kind(self, kind, policy):
