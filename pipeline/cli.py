@@ -16,14 +16,17 @@ import time
 from rules import DefinitionError
 from rules.values import parse_timestamp
 
-COMMANDS = ("backfill", "stream", "explain", "validate")
+COMMANDS = ("backfill", "stream", "explain", "validate", "publish", "sweep")
 USAGE = """usage: python -m pipeline COMMAND [options]
 
 commands:
   backfill --events GLOB --lists FILE --sink URI [--as_of TS] [Beam options]
   stream   --subscription projects/P/subscriptions/S --lists FILE --sink URI [Beam options]
+           (or --topic projects/P/topics/T to read through a subscription of its own)
   explain  --lists FILE --sink URI --tenant T --lead L [--list X] [--as_of TS]
   validate --lists FILE
+  publish  --events GLOB --topic projects/P/topics/T [--rate N]
+  sweep    --lists FILE --sink URI --topic projects/P/topics/T
 """
 
 
@@ -140,7 +143,7 @@ def cmd_backfill(argv):
 def job_counters(result):
     """{counter name: value} of the project's counters in a finished job."""
     from apache_beam.metrics.metric import MetricsFilter
-    from transforms.parse import NAMESPACE
+    from transforms.definitions import NAMESPACE
     totals = {}
     found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
     for counter in found["counters"]:
@@ -232,5 +235,15 @@ def cmd_explain(argv):
 def cmd_stream(argv):
     from pipeline.stream import run_stream
     return run_stream(argv)
+
+
+def cmd_publish(argv):
+    from pipeline.stream import run_publish
+    return run_publish(argv)
+
+
+def cmd_sweep(argv):
+    from pipeline.stream import run_sweep
+    return run_sweep(argv)
 
 

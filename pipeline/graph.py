@@ -1,7 +1,7 @@
 """Assemble the pipeline graph: source -> parse -> key -> evaluate -> sink.
 
-`build_backfill` returns the key PCollections (exposed for tests); the definitions enter
-once, as a side input shared by parsing and evaluation.
+`build_backfill` and `build_stream` differ only in the source and in how a lead's events
+are grouped; both return the main PCollections by name (exposed for tests).
 """
 
 from __future__ import annotations
@@ -9,26 +9,19 @@ from __future__ import annotations
 import apache_beam as beam
 
 from transforms.definitions import StaticDefinitions
-from transforms.evaluate import DELTAS, PROFILES, EvaluateLeads
+from transforms.evaluate import DELTAS, PROFILES, EvaluateLeads, EvaluateLeadsStreaming
 from transforms.io import ReadEventFiles
 from transforms.parse import DEAD_LETTERS, EVENTS, ParseEvents
+from transforms.pubsub import RECORDS, SWEEPS, ReadPubSubRecords
 from transforms.sinks import WriteTables
 
 
-def latest(times):
-    """The evaluation time at the end of a backfill: the newest event time (0 if none)."""
-    return max(times, default=0)
-
-
-def evaluate_and_write(records, definitions, as_of, sink):
-    """The steps batch and streaming share once records are read."""
+def parse_evaluate_write(records, definitions, evaluate, sink):
+    """The steps batch and streaming share once records are read: parse (dead letters
+    aside), evaluate each lead, write the tables."""
     parsed = records | "Parse" >> ParseEvents(definitions)
-    events = parsed[EVENTS]
-    if as_of is None:
-        as_of = (events | "EventTimes" >> beam.Map(lambda e: e.occurred_at)
-                 | "LatestEventTime" >> beam.CombineGlobally(latest))
-    evaluated = events | "Evaluate" >> EvaluateLeads(definitions, as_of)
-    outputs = {"events": events, "deltas": evaluated[DELTAS],
+    evaluated = parsed[EVENTS] | "Evaluate" >> evaluate
+    outputs = {"events": parsed[EVENTS], "deltas": evaluated[DELTAS],
                "dead_letters": parsed[DEAD_LETTERS], "profiles": evaluated[PROFILES]}
     if sink:
         outputs | "WriteTables" >> WriteTables(sink)
@@ -40,4 +33,12 @@ def build_backfill(p, events_glob, doc, sink, as_of_us=None):
     definitions = p | "Definitions" >> StaticDefinitions(doc)
     records = p | "ReadEvents" >> ReadEventFiles(events_glob)
     as_of = None if as_of_us is None else p | "AsOf" >> beam.Create([as_of_us])
-    return evaluate_and_write(records, definitions, as_of, sink)
+    return parse_evaluate_write(records, definitions, EvaluateLeads(definitions, as_of), sink)
+
+
+def build_stream(p, subscription, lists_path, refresh_seconds, sink, resume=True):
+    """Streaming: a Pub/Sub subscription into the sink; definitions polled from a file."""
+    read = p | "ReadPubSub" >> ReadPubSubRecords(subscription)
+    evaluate = EvaluateLeadsStreaming(lists_path, refresh_seconds, sink, resume,
+                                      sweeps=read[SWEEPS])
+    return parse_evaluate_write(read[RECORDS], (lists_path, refresh_seconds), evaluate, sink)

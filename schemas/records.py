@@ -75,3 +75,13 @@ def make_delta(tenant_id, lead_id, list_id, added, event_time, cause, depth, seq
 
 def make_dead_letter(source, reason, payload, received_at):
     return DeadLetter(stable_id(source, payload), source, reason, payload, received_at)
+
+
+class Sweep(NamedTuple):
+    """A request to re-evaluate one lead against the definitions (after they changed).
+
+    `text` optionally carries the definition document itself, so every worker that
+    receives a sweep switches to it at once.
+    """
+    version: str
+    text: Optional[str] = None

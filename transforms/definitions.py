@@ -1,16 +1,27 @@
-"""The list definitions as a side input, and the compiled engine each worker keeps.
+"""The list definitions each worker evaluates with, and where they come from.
 
-The side input carries the definition document's text and version; each worker parses
-and compiles a version once, on first use, and keeps it until the version changes.
+Batch: the document enters as a side input (text and version); each worker compiles a
+version once. Streaming: Beam's local streaming runners cannot refresh a side input in
+the global window (Prism rejects triggered global-window side inputs, Beam issue 31438;
+the Python direct runner cannot run PeriodicImpulse in streaming), and Beam gives timer
+callbacks no side inputs at all, so each worker re-reads the definition file itself every
+`refresh_seconds`, keeping the last good version when a new file is bad. A definitions
+sweep (see pipeline/sweep.py) can also carry a document, which is then installed at once.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import NamedTuple
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 
 from rules import DefinitionError, LeadProcessor, definitions_from_text
+
+NAMESPACE = "dynlists"
+_LOG = logging.getLogger(__name__)
 
 
 class DefinitionsDoc(NamedTuple):
@@ -18,28 +29,79 @@ class DefinitionsDoc(NamedTuple):
     text: str
 
 
-def read_definitions(path):
-    """(Definitions, DefinitionsDoc) of a local or gs:// file; DefinitionError when bad."""
+def read_text(path):
     from apache_beam.io.filesystems import FileSystems
     try:
         with FileSystems.open(path) as handle:
-            text = handle.read().decode("utf-8")
+            return handle.read().decode("utf-8")
     except (OSError, ValueError) as err:
         raise DefinitionError([f"cannot read {path}: {err}"]) from None
+
+
+def read_definitions(path):
+    """(Definitions, DefinitionsDoc) of a local or gs:// file; DefinitionError when bad."""
+    text = read_text(path)
     definitions = definitions_from_text(text, path)
     return definitions, DefinitionsDoc(definitions.version, text)
 
 
 class ProcessorCache:
-    """The LeadProcessor of the newest definitions a worker has seen."""
+    """The LeadProcessor of the definitions a worker should use now."""
 
-    def __init__(self):
+    def __init__(self, path=None, refresh_seconds=None):
+        self.path = path
+        self.refresh = refresh_seconds
         self.processor = None
+        self._checked = 0.0
+        self._file_text = None
+        self.rejected = Metrics.counter(NAMESPACE, "definitions_rejected")
+        self.loaded = Metrics.counter(NAMESPACE, "definitions_loaded")
 
     def get(self, doc):
+        """The processor of a given document (the batch side input)."""
+        if self.processor is None or self.processor.version != doc.version:
+            self.install(doc)
+        return self.processor
+
+    def install(self, doc):
         if self.processor is None or self.processor.version != doc.version:
             self.processor = LeadProcessor(definitions_from_text(doc.text))
+            self.loaded.inc()
         return self.processor
+
+    def current(self):
+        """Streaming: the newest good definitions, re-reading the file when it is time."""
+        now = time.monotonic()
+        if self.processor is None or (self.refresh is not None
+                                      and now - self._checked >= self.refresh):
+            self._checked = now
+            self._poll()
+        return self.processor
+
+    def _poll(self):
+        try:
+            text = read_text(self.path)
+        except DefinitionError as err:
+            self._reject(err)
+            return
+        if text == self._file_text:
+            return
+        self._file_text = text  # a bad file is reported once, not at every poll
+        try:
+            definitions = definitions_from_text(text, self.path)
+        except DefinitionError as err:
+            self._reject(err)
+            return
+        if self.processor is None or self.processor.version != definitions.version:
+            self.processor = LeadProcessor(definitions)
+            self.loaded.inc()
+            _LOG.warning("definitions %s loaded from %s", definitions.version, self.path)
+
+    def _reject(self, err):
+        self.rejected.inc()
+        if self.processor is None:
+            raise err
+        _LOG.error("keeping definitions %s: %s", self.processor.version, "; ".join(err.errors))
 
 
 class StaticDefinitions(beam.PTransform):

@@ -2,23 +2,31 @@
 
 Batch groups a lead's whole history and replays it in time order (so a replay emits
 exactly the same deltas, with the same ids); streaming keeps each lead's state in a
-stateful DoFn and applies events as they come. Both hand the work to LeadProcessor and
-emit the same outputs: deltas (main) and profile rows ('profiles').
+stateful DoFn, applies events as they come and sets an event-time timer at the next
+moment a time window flips. Both hand the work to LeadProcessor and emit the same
+outputs: deltas (main) and profile rows ('profiles').
 """
 
 from __future__ import annotations
 
 import time
+import typing
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
+from apache_beam.coders import PickleCoder
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (ReadModifyWriteStateSpec, TimerSpec,
+                                              on_timer)
+from apache_beam.utils.timestamp import Timestamp
+
 from rules import LeadState
-from schemas.records import split_lead_key
-from storage.rows import profile_row
-from transforms.definitions import ProcessorCache
-from transforms.parse import NAMESPACE
+from schemas.records import Sweep, split_lead_key
+from storage import open_store
+from storage.rows import profile_row, state_from_row
+from transforms.definitions import NAMESPACE, DefinitionsDoc, ProcessorCache
 
 DELTAS = "deltas"
 PROFILES = "profiles"
@@ -28,11 +36,17 @@ def now_us():
     return int(time.time() * 1_000_000)
 
 
+def latest(times):
+    """The evaluation time at the end of a backfill: the newest event time (0 if none)."""
+    return max(times, default=0)
+
+
 class KeyByLead(beam.PTransform):
     """event -> ("tenant/lead", event), the plain-string key of the lead's state."""
 
     def expand(self, events):
-        return events | "LeadKey" >> beam.Map(lambda event: (event.lead_key, event))
+        return events | "LeadKey" >> beam.Map(lambda event: (event.lead_key, event)
+                                              ).with_output_types(typing.Tuple[str, typing.Any])
 
 
 class _Counters:
@@ -84,15 +98,139 @@ class EvaluateHistoryFn(beam.DoFn):
 class EvaluateLeads(beam.PTransform):
     """events -> deltas (main) and profile rows ('profiles'), batch form."""
 
-    def __init__(self, definitions, as_of):
+    def __init__(self, definitions, as_of=None):
         super().__init__()
         self.definitions = definitions
         self.as_of = as_of
 
     def expand(self, events):
+        as_of = self.as_of
+        if as_of is None:  # the newest event time of the input
+            as_of = (events | "EventTimes" >> beam.Map(lambda e: e.occurred_at)
+                     | "LatestEventTime" >> beam.CombineGlobally(latest))
         return (events
                 | "KeyByLead" >> KeyByLead()
                 | "GroupHistories" >> beam.GroupByKey()
                 | "Evaluate" >> beam.ParDo(
                     EvaluateHistoryFn(), pvalue.AsSingleton(self.definitions),
-                    pvalue.AsSingleton(self.as_of)).with_outputs(PROFILES, main=DELTAS))
+                    pvalue.AsSingleton(as_of)).with_outputs(PROFILES, main=DELTAS))
+
+
+TOMBSTONE_RETENTION_US = 7 * 86_400 * 1_000_000
+
+
+def _event_time(event):
+    return beam.window.TimestampedValue(event, event.occurred_at / 1e6)
+
+
+class StatefulLeadFn(beam.DoFn):
+    """Streaming: one lead's state, its next time-window flip, and its expiry.
+
+    State is the LeadState (pickled); FLIP fires at the engine's next_flip; EXPIRY frees
+    the state of a lead that stayed deleted for TOMBSTONE_RETENTION_US (an older event
+    arriving later than that would start the lead again). When the state is empty and
+    `resume` is on, the lead starts from its profile stored in the sink, so a job started
+    after a backfill or a restart continues where the sink is.
+    """
+
+    LEAD = ReadModifyWriteStateSpec("lead", PickleCoder())
+    FLIP = TimerSpec("flip", TimeDomain.WATERMARK)
+    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, lists_path, refresh_seconds, sink=None, resume=True):
+        self.lists_path = lists_path
+        self.refresh = refresh_seconds
+        self.sink = sink
+        self.resume = resume
+        self.counters = _Counters()
+        self.resumed = Metrics.counter(NAMESPACE, "leads_resumed_from_sink")
+        self.sweeps = Metrics.counter(NAMESPACE, "sweeps")
+        self.expired = Metrics.counter(NAMESPACE, "leads_expired")
+
+    def setup(self):
+        self.cache = ProcessorCache(self.lists_path, self.refresh)
+        self.store = open_store(self.sink) if self.sink and self.resume else None
+
+    def teardown(self):
+        if getattr(self, "store", None) is not None:
+            self.store.close()
+
+    def _load(self, key, lead):
+        state = lead.read()
+        if state is not None:
+            return state
+        if self.store is not None:
+            row = self.store.profile(*split_lead_key(key))
+            if row is not None:
+                self.resumed.inc()
+                return state_from_row(row)
+        return LeadState()
+
+    def process(self, element, lead=beam.DoFn.StateParam(LEAD),
+                flip=beam.DoFn.TimerParam(FLIP), expiry=beam.DoFn.TimerParam(EXPIRY)):
+        key, item = element
+        tenant, lead_id = split_lead_key(key)
+        state = self._load(key, lead)
+        started = time.perf_counter()
+        if isinstance(item, Sweep):
+            self.sweeps.inc()
+            processor = (self.cache.install(DefinitionsDoc(item.version, item.text))
+                         if item.text else self.cache.current())
+            deltas = processor.on_definitions(state, tenant, lead_id)
+            outcomes, events = {}, 0
+        else:
+            outcome, deltas = self.cache.current().on_event(state, item)
+            outcomes, events = {outcome: 1}, 1
+        self.counters.count(outcomes, deltas, (time.perf_counter() - started) * 1e6, events)
+        yield from self._finish(tenant, lead_id, state, deltas, lead, flip, expiry)
+
+    @on_timer(FLIP)
+    def on_flip(self, key=beam.DoFn.KeyParam, when=beam.DoFn.TimestampParam,
+                lead=beam.DoFn.StateParam(LEAD), flip=beam.DoFn.TimerParam(FLIP),
+                expiry=beam.DoFn.TimerParam(EXPIRY)):
+        state = lead.read()
+        if state is None:
+            return
+        self.counters.timers.inc()
+        tenant, lead_id = split_lead_key(key)
+        deltas = self.cache.current().on_timer(state, tenant, lead_id, when.micros)
+        self.counters.count({}, deltas, 0, 0)
+        yield from self._finish(tenant, lead_id, state, deltas, lead, flip, expiry)
+
+    @on_timer(EXPIRY)
+    def on_expiry(self, lead=beam.DoFn.StateParam(LEAD), flip=beam.DoFn.TimerParam(FLIP)):
+        state = lead.read()
+        if state is not None and not state.exists:
+            lead.clear()
+            flip.clear()
+            self.expired.inc()
+
+    def _finish(self, tenant, lead_id, state, deltas, lead, flip, expiry):
+        lead.write(state)
+        if state.next_flip is not None:
+            flip.set(Timestamp(micros=state.next_flip))
+        else:
+            flip.clear()
+        if not state.exists and state.tomb is not None:
+            expiry.set(Timestamp(micros=state.tomb[0] + TOMBSTONE_RETENTION_US))
+        yield from deltas
+        yield pvalue.TaggedOutput(PROFILES, profile_row(tenant, lead_id, state, now_us()))
+
+
+class EvaluateLeadsStreaming(beam.PTransform):
+    """events (and keyed Sweeps) -> deltas (main) and profile rows ('profiles')."""
+
+    def __init__(self, lists_path, refresh_seconds, sink, resume=True, sweeps=None):
+        super().__init__()
+        self.fn = StatefulLeadFn(lists_path, refresh_seconds, sink, resume)
+        self.sweeps = sweeps
+
+    def expand(self, events):
+        keyed = (events
+                 | "EventTime" >> beam.Map(_event_time)
+                 | "KeyByLead" >> KeyByLead())
+        if self.sweeps is not None:
+            keyed = (keyed, self.sweeps) | "WithSweeps" >> beam.Flatten()
+        # a str key hint gives the state a deterministic key coder
+        return keyed | "Evaluate" >> beam.ParDo(self.fn).with_input_types(
+            typing.Tuple[str, typing.Any]).with_outputs(PROFILES, main=DELTAS)

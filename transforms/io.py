@@ -1,7 +1,8 @@
 """Read change events from files: JSON Lines (optionally gzip) and Avro, by glob.
 
 Each record leaves as (source, payload): `path:line` (or `path#record` for Avro) and the
-raw bytes, so a bad record can go to the dead letters exactly as it was read.
+raw bytes, so a bad record can go to the dead letters exactly as it was read. The same
+reader serves the backfill job and the `publish` command.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 
 class Unreadable(NamedTuple):
@@ -20,22 +22,21 @@ class Unreadable(NamedTuple):
     raw: bytes = b""
 
 
-def read_records(readable):
-    """(source, payload bytes) of every record of one matched file."""
-    path = readable.metadata.path
+def records_of(path, open_file):
+    """(source, payload) of every record of one file; `open_file(compression)` opens it."""
     if path.endswith(".avro"):
-        yield from _avro_records(readable, path)
+        yield from _avro_records(path, open_file)
         return
-    with readable.open(compression_type=CompressionTypes.AUTO) as handle:
+    with open_file(CompressionTypes.AUTO) as handle:
         for number, line in enumerate(iter(handle.readline, b""), 1):
             line = line.rstrip(b"\r\n")
             if line.strip():
                 yield f"{path}:{number}", line
 
 
-def _avro_records(readable, path):
+def _avro_records(path, open_file):
     import fastavro
-    with readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+    with open_file(CompressionTypes.UNCOMPRESSED) as handle:
         try:
             for number, record in enumerate(fastavro.reader(handle), 1):
                 clean = {k: v for k, v in record.items() if v is not None}
@@ -43,6 +44,25 @@ def _avro_records(readable, path):
         except (ValueError, EOFError, OSError, StopIteration) as err:
             # a damaged file: what was read stays, the rest becomes one dead letter
             yield f"{path}#unreadable", Unreadable(f"unreadable Avro file: {err}")
+
+
+def read_records(readable):
+    """Records of a file matched by fileio (the backfill job)."""
+    path = readable.metadata.path
+    return records_of(path, lambda compression: readable.open(compression_type=compression))
+
+
+def matching_files(pattern):
+    """Paths matching a glob, sorted (local or any Beam filesystem)."""
+    found = FileSystems.match([pattern])[0].metadata_list
+    return sorted(m.path for m in found)
+
+
+def records_of_glob(pattern):
+    """Records of every file matching a glob, file by file (the publish command)."""
+    for path in matching_files(pattern):
+        yield from records_of(path, lambda compression, path=path: FileSystems.open(
+            path, compression_type=compression))
 
 
 class ReadEventFiles(beam.PTransform):

@@ -15,12 +15,11 @@ from apache_beam.metrics import Metrics
 
 from schemas.events import InvalidEvent, parse_event
 from schemas.records import make_dead_letter
-from transforms.definitions import ProcessorCache
+from transforms.definitions import NAMESPACE, ProcessorCache
 from transforms.io import Unreadable
 
 EVENTS = "events"
 DEAD_LETTERS = "dead_letters"
-NAMESPACE = "dynlists"
 
 
 def payload_text(payload):
@@ -32,22 +31,27 @@ def payload_text(payload):
 
 
 class ParseEventFn(beam.DoFn):
-    def __init__(self):
+    """Batch passes the definitions as a side input; streaming names the file to poll."""
+
+    def __init__(self, lists_path=None, refresh_seconds=None):
+        self.lists_path = lists_path
+        self.refresh = refresh_seconds
         self.read = Metrics.counter(NAMESPACE, "records_read")
         self.valid = Metrics.counter(NAMESPACE, "events_valid")
         self.dead = Metrics.counter(NAMESPACE, "dead_letters")
         self.reasons = {}
 
     def setup(self):
-        self.cache = ProcessorCache()
+        self.cache = ProcessorCache(self.lists_path, self.refresh)
 
-    def process(self, record, doc):
+    def process(self, record, doc=None):
         source, payload = record
         self.read.inc()
         try:
             if isinstance(payload, Unreadable):
                 raise InvalidEvent("unreadable", payload.reason)
-            event = parse_event(payload, self.cache.get(doc).definitions)
+            processor = self.cache.get(doc) if doc is not None else self.cache.current()
+            event = parse_event(payload, processor.definitions)
         except InvalidEvent as bad:
             self.dead.inc()
             counter = self.reasons.get(bad.code)
@@ -64,13 +68,19 @@ class ParseEventFn(beam.DoFn):
 
 
 class ParseEvents(beam.PTransform):
-    """(source, payload) -> events (main output) and dead letters ('dead_letters')."""
+    """(source, payload) -> events (main output) and dead letters ('dead_letters').
+
+    `definitions` is the side-input PCollection (batch) or a (path, refresh seconds)
+    pair naming the file each worker polls (streaming).
+    """
 
     def __init__(self, definitions):
         super().__init__()
         self.definitions = definitions
 
     def expand(self, records):
-        return records | "Validate" >> beam.ParDo(
-            ParseEventFn(), beam.pvalue.AsSingleton(self.definitions)).with_outputs(
-                DEAD_LETTERS, main=EVENTS)
+        if isinstance(self.definitions, tuple):
+            parse = beam.ParDo(ParseEventFn(*self.definitions))
+        else:
+            parse = beam.ParDo(ParseEventFn(), beam.pvalue.AsSingleton(self.definitions))
+        return records | "Validate" >> parse.with_outputs(DEAD_LETTERS, main=EVENTS)

@@ -16,7 +16,7 @@ from schemas import tables
 from storage import open_store
 from storage.rows import dead_letter_row, delta_row
 from transforms.evaluate import now_us
-from transforms.parse import NAMESPACE
+from transforms.definitions import NAMESPACE
 
 FLUSH_ROWS = 5000
 

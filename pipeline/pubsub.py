@@ -1,0 +1,120 @@
+"""Pub/Sub from the launcher: topics and subscriptions, publishing events and sweeps.
+
+The client libraries honour PUBSUB_EMULATOR_HOST, so the same calls reach Google's
+emulator, the pstest fake server of the tests, or Pub/Sub itself.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+
+_TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
+_SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
+
+
+def check_topic(name):
+    if not name or not _TOPIC.match(name):
+        raise ValueError(f"bad topic {name!r}: use projects/PROJECT/topics/TOPIC")
+    return name
+
+
+def check_subscription(name):
+    if not name or not _SUBSCRIPTION.match(name):
+        raise ValueError(f"bad subscription {name!r}: use "
+                         "projects/PROJECT/subscriptions/SUBSCRIPTION")
+    return name
+
+
+def _publisher(max_messages=1000):
+    from google.cloud import pubsub_v1
+    settings = pubsub_v1.types.BatchSettings(max_messages=max_messages, max_latency=0.01)
+    return pubsub_v1.PublisherClient(batch_settings=settings)
+
+
+def ensure_topic(topic):
+    from google.api_core.exceptions import AlreadyExists
+    publisher = _publisher()
+    try:
+        publisher.create_topic(name=topic)
+    except AlreadyExists:
+        pass
+
+
+def ensure_subscription(topic, subscription=None):
+    """A subscription on `topic` (created if missing); its name is returned."""
+    from google.api_core.exceptions import AlreadyExists
+    from google.cloud import pubsub_v1
+    if subscription is None:
+        project, name = topic.split("/")[1], topic.split("/")[3]
+        subscription = f"projects/{project}/subscriptions/{name}-dynlists"
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        subscriber.create_subscription(name=subscription, topic=topic,
+                                       ack_deadline_seconds=60)
+    except AlreadyExists:
+        pass
+    finally:
+        subscriber.close()
+    return subscription
+
+
+def topic_of(subscription):
+    from google.cloud import pubsub_v1
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        return subscriber.get_subscription(subscription=subscription).topic
+    finally:
+        subscriber.close()
+
+
+class Progress:
+    """A one-line progress bar on stderr, redrawn at most every half second."""
+
+    def __init__(self, total, label):
+        self.total, self.label, self.shown, self.started = total, label, 0.0, time.monotonic()
+
+    def update(self, done, force=False):
+        now = time.monotonic()
+        if not force and now - self.shown < 0.5:
+            return
+        self.shown = now
+        width = 30
+        filled = int(width * done / self.total) if self.total else width
+        rate = done / max(now - self.started, 1e-9)
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                         f"{done}/{self.total} ({rate:,.0f}/s)")
+        sys.stderr.flush()
+
+    def close(self, done):
+        self.update(done, force=True)
+        sys.stderr.write("\n")
+
+
+def publish(topic, messages, rate=None, label="published"):
+    """Publish (data, attributes) pairs at a steady `rate` per second (None: flat out).
+
+    Returns (count, seconds). Waits until Pub/Sub has accepted every message.
+    """
+    messages = list(messages)
+    publisher = _publisher()
+    progress = Progress(len(messages), label)
+    started = time.monotonic()
+    futures = []
+    for n, (data, attributes) in enumerate(messages):
+        if rate:
+            due = started + n / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        futures.append(publisher.publish(topic, data, **(attributes or {})))
+        progress.update(n + 1)
+        if len(futures) >= 5000:
+            for future in futures:
+                future.result(timeout=120)
+            futures = []
+    for future in futures:
+        future.result(timeout=120)
+    progress.close(len(messages))
+    return len(messages), time.monotonic() - started

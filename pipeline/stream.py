@@ -1,0 +1,165 @@
+"""The streaming commands: `stream` (the job), `publish` (replay files into a topic) and
+`sweep` (re-evaluate stored leads after the definitions changed).
+
+A definitions change reaches a lead at its next event or timer on its own; `sweep`
+brings every stored lead in line without waiting: it publishes sweep messages carrying
+the new document and the lead ids, which the job applies in each lead's own state, so
+Beam state and the sink stay in agreement. `stream` runs the sweep itself when it sees
+the definition file change, while its launcher runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+
+from pipeline.options import UsageError
+
+_LOG = logging.getLogger(__name__)
+SWEEP_BATCH = 500
+
+
+def _usage(err):
+    return UsageError(str(err))
+
+
+def run_stream(argv):
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import StandardOptions
+    from pipeline import pubsub
+    from pipeline.cli import _job_options
+    from pipeline.graph import build_stream
+    from transforms.definitions import read_definitions
+    options, ours = _job_options(argv, "lists", "sink")
+    if not ours.subscription and not ours.topic:
+        raise UsageError("--subscription (or --topic, to create one) is required")
+    try:
+        if ours.topic:
+            pubsub.check_topic(ours.topic)
+        if ours.subscription:
+            pubsub.check_subscription(ours.subscription)
+    except ValueError as err:
+        raise _usage(err) from None
+    definitions, doc = read_definitions(ours.lists)
+    subscription = ours.subscription
+    if ours.topic:
+        subscription = pubsub.ensure_subscription(ours.topic, subscription)
+        print(f"reading {subscription} (on {ours.topic})", file=sys.stderr)
+    options.view_as(StandardOptions).streaming = True
+    resume = ours.resume_from_sink != "no"
+    pipeline = beam.Pipeline(options=options)
+    build_stream(pipeline, subscription, ours.lists, ours.definitions_refresh_seconds,
+                 ours.sink, resume)
+    result = pipeline.run()
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_definitions, daemon=True, args=(
+        stop, ours.lists, doc.version, ours.sink, subscription,
+        ours.definitions_refresh_seconds))
+    watcher.start()
+
+    def cancel(*_):
+        stop.set()
+        try:
+            result.cancel()
+        except Exception:  # noqa: BLE001 - a runner that cannot cancel just stops
+            pass
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, cancel)
+    print(f"streaming job running on definitions {definitions.version}; Ctrl-C stops it",
+          file=sys.stderr)
+    try:
+        result.wait_until_finish()
+    except KeyboardInterrupt:
+        stop.set()
+        return 130
+    return 0
+
+
+def _watch_definitions(stop, path, version, sink, subscription, refresh):
+    """Launcher side: when the definition file changes to a good version, sweep."""
+    from rules import DefinitionError
+    from transforms.definitions import read_definitions
+    while not stop.wait(refresh):
+        try:
+            _, doc = read_definitions(path)
+        except DefinitionError as err:
+            _LOG.error("definition file is bad, the job keeps %s: %s", version,
+                       "; ".join(err.errors))
+            continue
+        if doc.version == version:
+            continue
+        try:
+            from pipeline import pubsub
+            sweep_leads(doc, sink, pubsub.topic_of(subscription))
+            version = doc.version
+        except Exception as err:  # noqa: BLE001 - retried at the next poll
+            _LOG.error("sweep for definitions %s failed: %s", doc.version, err)
+
+
+def sweep_leads(doc, sink, topic, label="sweep"):
+    """Publish sweep messages for every lead stored in the sink; returns how many leads."""
+    from pipeline import pubsub
+    from storage import open_store
+    from transforms.pubsub import sweep_message
+    store = open_store(sink)
+    try:
+        leads = sorted((row["tenant_id"], row["lead_id"]) for row in store.profiles())
+    finally:
+        store.close()
+    chunks = [leads[i:i + SWEEP_BATCH] for i in range(0, len(leads), SWEEP_BATCH)]
+    pubsub.publish(topic, (sweep_message(doc.version, chunk, doc.text) for chunk in chunks),
+                   label=label)
+    return len(leads)
+
+
+def run_sweep(argv):
+    import argparse
+    from pipeline import pubsub
+    from pipeline.cli import _parse
+    from storage import parse_sink_uri
+    from transforms.definitions import read_definitions
+    parser = argparse.ArgumentParser(prog="python -m pipeline sweep")
+    for name in ("lists", "sink", "topic"):
+        parser.add_argument(f"--{name}", required=True)
+    args = _parse(parser, argv)
+    try:
+        pubsub.check_topic(args.topic)
+        parse_sink_uri(args.sink)
+    except ValueError as err:
+        raise _usage(err) from None
+    _, doc = read_definitions(args.lists)
+    count = sweep_leads(doc, args.sink, args.topic)
+    print(f"asked for {count} leads to be re-evaluated against definitions {doc.version}")
+    return 0
+
+
+def run_publish(argv):
+    import argparse
+    from pipeline import pubsub
+    from pipeline.cli import _parse
+    from transforms.io import Unreadable, matching_files, records_of_glob
+    parser = argparse.ArgumentParser(prog="python -m pipeline publish")
+    parser.add_argument("--events", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--rate", type=float, default=None,
+                        help="messages per second (default: as fast as possible)")
+    args = _parse(parser, argv)
+    try:
+        pubsub.check_topic(args.topic)
+    except ValueError as err:
+        raise _usage(err) from None
+    if args.rate is not None and args.rate <= 0:
+        raise UsageError("--rate must be a positive number of messages per second")
+    if not matching_files(args.events):
+        raise UsageError(f"no event files match {args.events!r}")
+    pubsub.ensure_topic(args.topic)
+    records = [(payload.raw if isinstance(payload, Unreadable) else payload, None)
+               for _, payload in records_of_glob(args.events)]
+    started = time.monotonic()
+    count, _ = pubsub.publish(args.topic, records, args.rate)
+    print(f"published {count} records to {args.topic} in "
+          f"{time.monotonic() - started:.1f}s")
+    return 0
