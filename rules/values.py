@@ -7,10 +7,11 @@ and "a date" mean. Times are integer microseconds since the Unix epoch throughou
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 DAY_US = 86_400 * 1_000_000
 NAN = math.nan
@@ -109,11 +110,18 @@ def to_date_us(value):
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _day_text(day):
+    return (datetime(1970, 1, 1) + timedelta(days=day)).strftime("%Y-%m-%d")
+
+
 def format_ts(micros):
     """RFC 3339 text (UTC, microseconds) of a time in microseconds since the epoch."""
-    seconds, micro = divmod(int(micros), 1_000_000)
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{micro:06d}Z"
+    day, rest = divmod(int(micros), DAY_US)
+    seconds, micro = divmod(rest, 1_000_000)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{_day_text(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{micro:06d}Z"
 
 
 def days_to_us(days):

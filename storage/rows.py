@@ -50,6 +50,9 @@ def state_from_row(row):
     return LeadState.from_dict(json.loads(row["state"]))
 
 
+_COLUMNS = {table: tuple(tables.column_names(table)) for table in tables.TABLES}
+
+
 def ordered(table, row):
     """The row's values in the table's column order."""
-    return tuple(row.get(name) for name in tables.column_names(table))
+    return tuple(map(row.get, _COLUMNS[table]))

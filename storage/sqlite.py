@@ -1,10 +1,11 @@
 """The embedded sink: one SQLite file holding the four tables.
 
-A batch of rows is written in one transaction. A delta changes `list_memberships` only
-when it is new to `membership_deltas`, so writing the same deltas twice (a replay, a
-retried bundle) changes nothing, and only when no later delta (by the lead's `seq`) of
-the same list is already there, so deltas arriving out of order cannot undo newer ones.
-WAL mode and a busy timeout let several worker processes write to the same file.
+A batch of rows is written in one transaction, with one statement per table and kind of
+change. A delta changes `list_memberships` only when it is new to `membership_deltas`,
+so writing the same deltas twice (a replay, a retried bundle) changes nothing; within a
+batch the last new delta of a (tenant, list, lead) decides. A lead's deltas arrive in
+the order they were made: the writing step is fused with the step that makes them. WAL
+mode and a busy timeout let several worker processes write to the same file.
 """
 
 from __future__ import annotations
@@ -30,10 +31,6 @@ class SqliteStore:
         self.db.execute("PRAGMA synchronous=NORMAL")
         for table in T.TABLES:
             self.db.execute(T.sqlite_ddl(table))
-        self.db.execute(f"CREATE INDEX IF NOT EXISTS memberships_by_lead ON "
-                        f"{T.LIST_MEMBERSHIPS} (tenant_id, lead_id)")
-        self.db.execute(f"CREATE INDEX IF NOT EXISTS deltas_by_lead ON "
-                        f"{T.MEMBERSHIP_DELTAS} (tenant_id, lead_id, list_id, seq)")
         self._insert = {table: self._insert_sql(table) for table in T.TABLES}
 
     def _set_wal(self):
@@ -58,14 +55,21 @@ class SqliteStore:
     def write(self, batch):
         """Write {table: [row, ...]} in one transaction; returns the number of new deltas."""
         db = self.db
-        new = 0
         db.execute("BEGIN IMMEDIATE")
         try:
-            insert_delta = self._insert[T.MEMBERSHIP_DELTAS]
-            for row in batch.get(T.MEMBERSHIP_DELTAS, ()):
-                if db.execute(insert_delta, ordered(T.MEMBERSHIP_DELTAS, row)).rowcount:
-                    new += 1
-                    self._apply(row)
+            new = self._new_deltas(batch.get(T.MEMBERSHIP_DELTAS, ()))
+            db.executemany(self._insert[T.MEMBERSHIP_DELTAS],
+                           [ordered(T.MEMBERSHIP_DELTAS, r) for r in new])
+            final = {(r["tenant_id"], r["list_id"], r["lead_id"]): r for r in new}
+            db.executemany(
+                f"INSERT OR REPLACE INTO {T.LIST_MEMBERSHIPS} "
+                "(tenant_id, list_id, lead_id, since, seq) VALUES (?, ?, ?, ?, ?)",
+                [key + (r["event_time"], r["seq"]) for key, r in final.items()
+                 if r["action"] == "added"])
+            db.executemany(
+                f"DELETE FROM {T.LIST_MEMBERSHIPS} WHERE tenant_id = ? AND list_id = ? "
+                "AND lead_id = ?",
+                [key for key, r in final.items() if r["action"] == "removed"])
             db.executemany(self._insert[T.DEAD_LETTERS],
                            [ordered(T.DEAD_LETTERS, r) for r in batch.get(T.DEAD_LETTERS, ())])
             db.executemany(self._insert_sql(T.LEAD_PROFILES, "INSERT OR REPLACE"),
@@ -74,22 +78,25 @@ class SqliteStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return new
+        return len(new)
 
-    def _apply(self, row):
-        newest = self.db.execute(
-            f"SELECT MAX(seq) FROM {T.MEMBERSHIP_DELTAS} WHERE tenant_id = ? AND lead_id = ? "
-            "AND list_id = ?", (row["tenant_id"], row["lead_id"], row["list_id"])).fetchone()[0]
-        if newest is not None and newest > row["seq"]:
-            return
-        key = (row["tenant_id"], row["list_id"], row["lead_id"])
-        if row["action"] == "added":
-            self.db.execute(f"INSERT OR REPLACE INTO {T.LIST_MEMBERSHIPS} "
-                            "(tenant_id, list_id, lead_id, since, seq) VALUES (?, ?, ?, ?, ?)",
-                            key + (row["event_time"], row["seq"]))
-        else:
-            self.db.execute(f"DELETE FROM {T.LIST_MEMBERSHIPS} WHERE tenant_id = ? AND "
-                            "list_id = ? AND lead_id = ?", key)
+    def _new_deltas(self, rows):
+        """The rows whose delta_id is not in the table yet (nor earlier in `rows`)."""
+        if not rows:
+            return []
+        ids = [r["delta_id"] for r in rows]
+        known = set()
+        for start in range(0, len(ids), 900):
+            chunk = ids[start:start + 900]
+            known.update(row[0] for row in self.db.execute(
+                f"SELECT delta_id FROM {T.MEMBERSHIP_DELTAS} WHERE delta_id IN "
+                f"({', '.join('?' * len(chunk))})", chunk))
+        new = []
+        for row in rows:
+            if row["delta_id"] not in known:
+                known.add(row["delta_id"])
+                new.append(row)
+        return new
 
     # -- reading --------------------------------------------------------------------------
     def rows(self, table, where="", params=()):

@@ -50,8 +50,11 @@ def run_stream(tmp_path, prism, document, steps):
         else:
             stream = stream.add_elements([TimestampedValue(value, T0 / 1e6)])
     stream = stream.advance_watermark_to_infinity()
+    # Beam keeps one Prism job server per process; a DirectRunner job of another test
+    # may already have made one without --prism_location, so ask for our own.
     options = PipelineOptions(["--runner=PrismRunner", f"--prism_location={prism}",
-                               "--environment_type=LOOPBACK", "--streaming"])
+                               "--environment_type=LOOPBACK", "--streaming",
+                               "--experiments=disable_prism_server_singleton"])
     pipeline = beam.Pipeline(options=options)
     items = pipeline | stream
     records = items | "Records" >> beam.Filter(lambda x: not isinstance(x[1], Sweep))

@@ -23,9 +23,10 @@ from apache_beam.transforms.userstate import (ReadModifyWriteStateSpec, TimerSpe
 from apache_beam.utils.timestamp import Timestamp
 
 from rules import LeadState
-from schemas.records import Sweep, split_lead_key
+from schemas.records import ChangeEvent, Sweep, split_lead_key
 from storage import open_store
 from storage.rows import profile_row, state_from_row
+from transforms import coders  # noqa: F401 - registers the event coder
 from transforms.definitions import NAMESPACE, DefinitionsDoc, ProcessorCache
 
 DELTAS = "deltas"
@@ -46,7 +47,7 @@ class KeyByLead(beam.PTransform):
 
     def expand(self, events):
         return events | "LeadKey" >> beam.Map(lambda event: (event.lead_key, event)
-                                              ).with_output_types(typing.Tuple[str, typing.Any])
+                                              ).with_output_types(typing.Tuple[str, ChangeEvent])
 
 
 class _Counters:

@@ -66,7 +66,11 @@ def records_of_glob(pattern):
 
 
 class ReadEventFiles(beam.PTransform):
-    """(source, payload) of every record in the files matching a glob."""
+    """(source, payload) of every record in the files matching a glob.
+
+    A file is the unit of parallel reading (records are grouped by lead right after
+    parsing anyway); a large history reads faster as several files.
+    """
 
     def __init__(self, pattern):
         super().__init__()
@@ -76,5 +80,4 @@ class ReadEventFiles(beam.PTransform):
         return (pbegin
                 | "MatchFiles" >> fileio.MatchFiles(self.pattern)
                 | "OpenFiles" >> fileio.ReadMatches()
-                | "ReadRecords" >> beam.FlatMap(read_records)
-                | "SpreadRecords" >> beam.Reshuffle())
+                | "ReadRecords" >> beam.FlatMap(read_records))

@@ -7,8 +7,6 @@ DoFn pickles as plain configuration.
 
 from __future__ import annotations
 
-import collections
-
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
@@ -22,43 +20,44 @@ FLUSH_ROWS = 5000
 
 
 class WriteRowsFn(beam.DoFn):
-    def __init__(self, sink):
+    """Writes the records of one table; one instance per table keeps each writer fused
+    with the step that produces its records (no shuffle before the sink)."""
+
+    _ROWS = {tables.MEMBERSHIP_DELTAS: delta_row,
+             tables.DEAD_LETTERS: lambda dead, stamp: dead_letter_row(dead),
+             tables.LEAD_PROFILES: lambda row, stamp: row}
+
+    def __init__(self, sink, table):
         self.sink = sink
+        self.table = table
         self.new_deltas = Metrics.counter(NAMESPACE, "sink_new_deltas")
         self.rows = Metrics.counter(NAMESPACE, "sink_rows")
 
     def setup(self):
         self.store = open_store(self.sink)
+        self.to_row = self._ROWS[self.table]
 
     def start_bundle(self):
-        self.batch = collections.defaultdict(list)
-        self.size = 0
+        self.batch = []
 
-    def process(self, item):
-        table, record = item
-        self.batch[table].append(record)
-        self.size += 1
-        if self.size >= FLUSH_ROWS:
+    def process(self, record):
+        self.batch.append(record)
+        if len(self.batch) >= FLUSH_ROWS:
             self._flush()
 
     def finish_bundle(self):
         self._flush()
 
     def _flush(self):
-        if not self.size:
+        if not self.batch:
             return
         stamp = now_us()
-        batch = dict(self.batch)
-        deltas = batch.get(tables.MEMBERSHIP_DELTAS)
-        if deltas:
-            batch[tables.MEMBERSHIP_DELTAS] = [delta_row(d, stamp) for d in deltas]
-        dead = batch.get(tables.DEAD_LETTERS)
-        if dead:
-            batch[tables.DEAD_LETTERS] = [dead_letter_row(d) for d in dead]
-        self.new_deltas.inc(self.store.write(batch))
-        self.rows.inc(self.size)
-        self.batch = collections.defaultdict(list)
-        self.size = 0
+        rows = [self.to_row(record, stamp) for record in self.batch]
+        new = self.store.write({self.table: rows})
+        if self.table == tables.MEMBERSHIP_DELTAS:
+            self.new_deltas.inc(new)
+        self.rows.inc(len(rows))
+        self.batch = []
 
     def teardown(self):
         store = getattr(self, "store", None)
@@ -74,13 +73,7 @@ class WriteTables(beam.PTransform):
         self.sink = sink
 
     def expand(self, outputs):
-        tagged = [
-            outputs["deltas"] | "TagDeltas" >> beam.Map(
-                lambda d: (tables.MEMBERSHIP_DELTAS, d)),
-            outputs["dead_letters"] | "TagDeadLetters" >> beam.Map(
-                lambda d: (tables.DEAD_LETTERS, d)),
-            outputs["profiles"] | "TagProfiles" >> beam.Map(
-                lambda r: (tables.LEAD_PROFILES, r)),
-        ]
-        return (tagged | "AllRows" >> beam.Flatten()
-                | "Write" >> beam.ParDo(WriteRowsFn(self.sink)))
+        for name, table, label in (("deltas", tables.MEMBERSHIP_DELTAS, "WriteDeltas"),
+                                   ("dead_letters", tables.DEAD_LETTERS, "WriteDeadLetters"),
+                                   ("profiles", tables.LEAD_PROFILES, "WriteProfiles")):
+            outputs[name] | label >> beam.ParDo(WriteRowsFn(self.sink, table))
