@@ -16,7 +16,7 @@ import time
 from rules import DefinitionError
 from rules.values import parse_timestamp
 
-COMMANDS = ("backfill", "stream", "explain", "validate", "publish", "sweep")
+COMMANDS = ("backfill", "stream", "explain", "validate", "publish", "sweep", "reconcile")
 USAGE = """usage: python -m pipeline COMMAND [options]
 
 commands:
@@ -27,6 +27,7 @@ commands:
   validate --lists FILE
   publish  --events GLOB --topic projects/P/topics/T [--rate N]
   sweep    --lists FILE --sink URI --topic projects/P/topics/T
+  reconcile --lists FILE --sink URI [--fix] [--as_of TS] [--report_dir DIR] [Beam options]
 """
 
 
@@ -106,6 +107,15 @@ def _job_options(argv, *required):
     return options, ours
 
 
+def prepare_sink(sink):
+    """Before a job writes: BigQuery needs its dataset and views in place."""
+    from storage import parse_sink_uri
+    uri = parse_sink_uri(sink)
+    if uri.scheme == "bigquery":
+        from storage.bigquery import ensure_views
+        ensure_views(*uri.location.split(".", 1))
+
+
 def _timestamp(text, name):
     from pipeline.options import UsageError
     try:
@@ -132,6 +142,7 @@ def cmd_backfill(argv):
         raise UsageError(f"no event files match {ours.events!r}")
     logging.getLogger().setLevel(logging.WARNING)
     started = time.time()
+    prepare_sink(ours.sink)
     pipeline = beam.Pipeline(options=options)
     build_backfill(pipeline, ours.events, doc, ours.sink, as_of)
     result = pipeline.run()
@@ -240,6 +251,11 @@ def cmd_stream(argv):
 def cmd_publish(argv):
     from pipeline.stream import run_publish
     return run_publish(argv)
+
+
+def cmd_reconcile(argv):
+    from pipeline.reconcile import run_reconcile
+    return run_reconcile(argv)
 
 
 def cmd_sweep(argv):

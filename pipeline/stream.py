@@ -30,7 +30,7 @@ def run_stream(argv):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
     from pipeline import pubsub
-    from pipeline.cli import _job_options
+    from pipeline.cli import _job_options, prepare_sink
     from pipeline.graph import build_stream
     from transforms.definitions import read_definitions
     options, ours = _job_options(argv, "lists", "sink")
@@ -50,6 +50,7 @@ def run_stream(argv):
         print(f"reading {subscription} (on {ours.topic})", file=sys.stderr)
     options.view_as(StandardOptions).streaming = True
     resume = ours.resume_from_sink != "no"
+    prepare_sink(ours.sink)
     pipeline = beam.Pipeline(options=options)
     build_stream(pipeline, subscription, ours.lists, ours.definitions_refresh_seconds,
                  ours.sink, resume)

@@ -7,11 +7,15 @@ DoFn pickles as plain configuration.
 
 from __future__ import annotations
 
+import json
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from schemas import tables
-from storage import open_store
+from schemas.records import make_dead_letter
+from storage import open_store, parse_sink_uri
+from storage.bigquery import SNAPSHOTS, table_schema, written_tables
 from storage.rows import dead_letter_row, delta_row
 from transforms.evaluate import now_us
 from transforms.definitions import NAMESPACE
@@ -65,6 +69,66 @@ class WriteRowsFn(beam.DoFn):
             store.close()
 
 
+def failed_row_dead_letter(failure):
+    """A dead letter for a row BigQuery refused: (destination, row, errors) in."""
+    destination, row, errors = failure
+    return make_dead_letter(f"bigquery:{destination}", f"bigquery_insert: "
+                            f"{json.dumps(errors, default=str)[:2000]}",
+                            json.dumps(row, sort_keys=True, default=str), now_us())
+
+
+class WriteBigQueryTables(beam.PTransform):
+    """The tables in BigQuery: file loads in batch (each load job is all-or-nothing),
+    streaming inserts in streaming, rows BigQuery refuses going to `dead_letters`.
+
+    Storage Write API would give exactly-once appends, but in the Python SDK it is a
+    cross-language transform that needs a Java expansion service at submission; the
+    views de-duplicate by the deterministic ids instead, which makes at-least-once
+    appends exact for every reader.
+    """
+
+    def __init__(self, location):
+        super().__init__()
+        self.project, self.dataset = location.split(".", 1)
+
+    def _write(self, rows, bq_table, spec_table, params, streaming, label):
+        from apache_beam.io.gcp.bigquery import BigQueryDisposition, WriteToBigQuery
+        from apache_beam.io.gcp.bigquery_tools import RetryStrategy
+        method = (WriteToBigQuery.Method.STREAMING_INSERTS if streaming
+                  else WriteToBigQuery.Method.FILE_LOADS)
+        return rows | label >> WriteToBigQuery(
+            table=f"{self.project}:{self.dataset}.{bq_table}",
+            schema=table_schema(spec_table), method=method,
+            create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
+            write_disposition=BigQueryDisposition.WRITE_APPEND,
+            additional_bq_parameters=params,
+            insert_retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR)
+
+    def expand(self, outputs):
+        from apache_beam.options.pipeline_options import StandardOptions
+        streaming = outputs["deltas"].pipeline.options.view_as(StandardOptions).streaming
+        stamp = now_us
+        rows = {
+            tables.MEMBERSHIP_DELTAS: outputs["deltas"] | "DeltaRows" >> beam.Map(
+                lambda d: delta_row(d, stamp())),
+            tables.DEAD_LETTERS: outputs["dead_letters"] | "DeadLetterRows" >> beam.Map(
+                dead_letter_row),
+            SNAPSHOTS: outputs["profiles"],
+        }
+        refused = []
+        for bq_table, (spec_table, params) in written_tables().items():
+            result = self._write(rows[bq_table], bq_table, spec_table, params, streaming,
+                                 f"Write_{bq_table}")
+            if streaming:
+                refused.append(result.failed_rows_with_errors)
+        if refused:
+            dead = (refused | "Refused" >> beam.Flatten()
+                    | "RefusedRows" >> beam.Map(failed_row_dead_letter)
+                    | "RefusedRowsAsDeadLetters" >> beam.Map(dead_letter_row))
+            self._write(dead, tables.DEAD_LETTERS, tables.DEAD_LETTERS,
+                        written_tables()[tables.DEAD_LETTERS][1], True, "WriteRefused")
+
+
 class WriteTables(beam.PTransform):
     """{'deltas', 'dead_letters', 'profiles'} PCollections -> the sink's tables."""
 
@@ -73,6 +137,9 @@ class WriteTables(beam.PTransform):
         self.sink = sink
 
     def expand(self, outputs):
+        uri = parse_sink_uri(self.sink)
+        if uri.scheme == "bigquery":
+            return outputs | "BigQuery" >> WriteBigQueryTables(uri.location)
         for name, table, label in (("deltas", tables.MEMBERSHIP_DELTAS, "WriteDeltas"),
                                    ("dead_letters", tables.DEAD_LETTERS, "WriteDeadLetters"),
                                    ("profiles", tables.LEAD_PROFILES, "WriteProfiles")):
