@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 tools/bootstrap.sh
 mkdir -p out
+rm -f out/local.db out/local.db-wal out/local.db-shm  # each run starts from an empty sink
 exec .venv/bin/python -m pipeline backfill \
   --events 'sample/events/*' \
   --lists sample/lists.json \

@@ -189,6 +189,14 @@ def print_summary(result, sink, seconds):
     print(f"deltas this run: {counts.get('deltas_added', 0)} added, "
           f"{counts.get('deltas_removed', 0)} removed; "
           f"{counts.get('sink_new_deltas', 0)} new rows in the sink")
+    depth, engine = counts.get("cascade_depth"), counts.get("engine_us_per_event")
+    if depth is not None:
+        print(f"cascade depth: mean {depth.mean:.2f}, max {depth.max}")
+    if engine is not None:
+        print(f"engine time: mean {engine.mean:,.0f} µs per event, max {engine.max:,} µs "
+              f"(per lead history)")
+    if counts.get("timers_fired"):
+        print(f"timers fired: {counts['timers_fired']}")
     store = open_store(sink)
     try:
         totals = store.delta_counts()
