@@ -33,8 +33,10 @@ rm -rf "$out"
 mkdir -p "$out"
 # A local repository of our own: a clean CI machine needs nothing from ~/.m2, and the
 # download is cached with the rest of .cache/.
+# (sed: Maven 3.8 prints stray colour resets even with -B -q.)
 mvn -B -q -f "$pom" -Dmaven.repo.local="$root/.cache/m2" \
-  dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$out/lib" >&2
+  dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$out/lib" 2>&1 \
+  | sed $'s/\e\\[0m//g' >&2
 
 # No runnable job-server jar is published for this Beam version, so the launcher is an
 # empty jar whose manifest names the driver and puts lib/ on the class path (relative to
