@@ -107,7 +107,7 @@ def sweep_leads(doc, sink, topic, label="sweep"):
     from transforms.pubsub import sweep_message
     store = open_store(sink)
     try:
-        leads = sorted((row["tenant_id"], row["lead_id"]) for row in store.profiles())
+        leads = sorted(store.lead_keys())
     finally:
         store.close()
     chunks = [leads[i:i + SWEEP_BATCH] for i in range(0, len(leads), SWEEP_BATCH)]

@@ -135,6 +135,10 @@ class BigQueryStore:
                            tenant=tenant_id, lead=lead_id)
         return rows[0] if rows else None
 
+    def lead_keys(self):
+        return [(r["tenant_id"], r["lead_id"]) for r in self._query(
+            f"SELECT tenant_id, lead_id FROM {self._ref(T.LEAD_PROFILES)}")]
+
     def memberships(self):
         return {(r["tenant_id"], r["list_id"], r["lead_id"]) for r in self._query(
             f"SELECT tenant_id, list_id, lead_id FROM {self._ref(T.LIST_MEMBERSHIPS)}")}

@@ -22,6 +22,7 @@ T = tables
 class JsonlStore:
     def __init__(self, folder):
         self.folder = folder
+        self._profiles = None
         for table in T.TABLES:
             if table != T.LIST_MEMBERSHIPS:
                 os.makedirs(os.path.join(folder, table), exist_ok=True)
@@ -74,13 +75,17 @@ class JsonlStore:
         return {(r["tenant_id"], r["list_id"], r["lead_id"]) for r in self._membership_rows()}
 
     def profile(self, tenant_id, lead_id):
-        for row in self.rows(T.LEAD_PROFILES):
-            if row["tenant_id"] == tenant_id and row["lead_id"] == lead_id:
-                return row
-        return None
+        # one read of all snapshots, then lookups: a job resuming leads asks many times
+        if self._profiles is None:
+            self._profiles = {(r["tenant_id"], r["lead_id"]): r
+                              for r in self.rows(T.LEAD_PROFILES)}
+        return self._profiles.get((tenant_id, lead_id))
 
     def profiles(self):
         return self.rows(T.LEAD_PROFILES)
+
+    def lead_keys(self):
+        return [(r["tenant_id"], r["lead_id"]) for r in self.rows(T.LEAD_PROFILES)]
 
     def list_sizes(self):
         sizes = collections.Counter((r["tenant_id"], r["list_id"])

@@ -120,6 +120,9 @@ class SqliteStore:
     def profiles(self):
         return self.rows(T.LEAD_PROFILES)
 
+    def lead_keys(self):
+        return list(self.db.execute(f"SELECT tenant_id, lead_id FROM {T.LEAD_PROFILES}"))
+
     def list_sizes(self):
         """[(tenant, list, members)] largest first."""
         return list(self.db.execute(

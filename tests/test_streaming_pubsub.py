@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 
+from rules.values import format_ts
 from tests.helpers import SAMPLE, expected_memberships
 from tests.test_pipeline_batch import sample_events
 
@@ -154,4 +155,63 @@ def test_a_killed_job_restarts_from_the_sink(tmp_path, pubsub_emulator):
         wait_for(lambda: members_of(str(db)) == expected, 240, "all memberships", job)
     finally:
         job.kill()
+    deltas_alternate(str(db))
+
+
+def test_hand_over_from_a_backfill_and_live_definitions(tmp_path, pubsub_emulator):
+    """A stream started on a backfilled sink continues from it; a bad definition file is
+    refused; a good new one reaches every stored lead through the launcher's sweep."""
+    db = tmp_path / "sink.db"
+    sink = f"sqlite:///{db}"
+    lists = tmp_path / "lists.json"
+    with open(LISTS) as handle:
+        document = json.load(handle)
+    lists.write_text(json.dumps(document))
+    cli("backfill", "--events", EVENTS, "--lists", str(lists), "--sink", sink)
+    connect = lambda: sqlite3.connect(str(db), timeout=30)  # noqa: E731
+    before = connect().execute("SELECT COUNT(*) FROM membership_deltas").fetchone()[0]
+    leads = connect().execute("SELECT COUNT(*) FROM lead_profiles").fetchone()[0]
+    topic = topic_name()
+    job = Job(tmp_path, topic, sink, lists=str(lists))
+    try:
+        # an event for Dana, already known from the backfill: evaluated against her
+        # stored profile, so only what it changes is emitted (she leaves one list)
+        event = {"event_id": "live-1", "tenant_id": "acme", "lead_id": "lead-0001",
+                 "type": "lead_upserted", "occurred_at": "2026-05-30T00:00:00Z",
+                 "fields": {"title": "Engineer"}}
+        (tmp_path / "live.jsonl").write_text(json.dumps(event) + "\n")
+        cli("publish", "--events", str(tmp_path / "live.jsonl"), "--topic", topic)
+        caused = lambda cause: connect().execute(  # noqa: E731
+            "SELECT list_id, action FROM membership_deltas WHERE cause = ?",
+            (cause,)).fetchall()
+        wait_for(lambda: caused("live-1"), 120, "the live event's deltas", job)
+        assert ("ne-exec-briefing", "removed") in caused("live-1")
+        assert all(action == "removed" for _, action in caused("live-1"))
+        # a bad file: refused, the job goes on with the definitions it has
+        lists.write_text('{"lists": [{"tenant_id": "acme", "list_id": "x", '
+                         '"rules": {"field": "a", "op": "nope"}}]}')
+        time.sleep(3)
+        assert job.process.poll() is None
+        # a good one: a new list every stored lead of acme belongs to
+        document["lists"].append({"tenant_id": "acme", "list_id": "everyone",
+                                  "rules": {"all": []}})
+        lists.write_text(json.dumps(document))
+        from rules import parse_definitions
+        version = parse_definitions(document).version
+        acme = connect().execute("SELECT COUNT(*) FROM lead_profiles WHERE tenant_id = "
+                                 "'acme' AND deleted = 0").fetchone()[0]
+        wait_for(lambda: len(caused(f"definition:{version}")) == acme, 180,
+                 "the sweep's deltas", job)
+        assert {action for _, action in caused(f"definition:{version}")} == {"added"}
+    finally:
+        job.kill()
+    assert leads == connect().execute("SELECT COUNT(*) FROM lead_profiles").fetchone()[0]
+    # the other new deltas are time windows that closed between the backfill's as-of time
+    # (the newest sample event) and now, the stream's watermark
+    as_of = format_ts(max(e.occurred_at for e in sample_events()[2]))
+    late_flips = connect().execute(
+        "SELECT COUNT(*) FROM membership_deltas WHERE cause LIKE 'timer:%' AND "
+        "event_time > ?", (as_of,)).fetchone()[0]
+    total = connect().execute("SELECT COUNT(*) FROM membership_deltas").fetchone()[0]
+    assert total == before + len(caused("live-1")) + acme + late_flips
     deltas_alternate(str(db))
