@@ -34,9 +34,9 @@ Runners: only the DirectRunner can read Pub/Sub here. In streaming mode it runs 
 Python BundleBasedDirectRunner (it pulls at most 10 messages per bundle); Prism rejects
 the Pub/Sub read transform (`beam:transform:pubsub_read:v1`) and the portable
 FnApiRunner has no streaming Pub/Sub source, so there is no second local runner to
-compare. The publisher and the poller run in this process, on the same machine as the
-job: their CPU is part of what the job competes with. The last line holds the headline
-figures.
+compare (the FlinkRunner of tools/flink was not tried on the streaming job). The
+publisher and the poller run in this process, on the same machine as the job: their CPU
+is part of what the job competes with. The last line holds the headline figures.
 """
 
 from __future__ import annotations
@@ -491,8 +491,9 @@ def main(argv=None):
     sustained = [r["rate"] for r in results if r["sustained"]]
     print(f"stream: p99 {show(at['seen'][1])} s at {headline_rate} events/s on the "
           f"{runner}, highest sustained {max(sustained) if sustained else 'none'}"
-          f"{' events/s' if sustained else ''}, flip lateness p50 {show(flip_p50)} s / "
-          f"max {show(flip_max)} s")
+          f"{' events/s' if sustained else ''}, "
+          + (f"flip lateness p50 {show(flip_p50)} s / max {show(flip_max)} s" if flips
+             else "flip lateness not measured"))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from schemas import tables
 from schemas.records import make_delta
 from storage import open_store, parse_sink_uri
 from storage.rows import state_from_row
-from transforms.definitions import ProcessorCache
+from transforms.definitions import shared_cache
 from transforms.evaluate import now_us
 from transforms.sinks import WriteRowsFn
 
@@ -59,7 +59,7 @@ class ExpectedFn(beam.DoFn):
     reference interpreter puts the lead in at its own evaluation time."""
 
     def setup(self):
-        self.cache = ProcessorCache()
+        self.cache = shared_cache()
 
     def process(self, row, doc, as_of):
         definitions = self.cache.get(doc).definitions

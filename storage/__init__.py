@@ -6,7 +6,11 @@ transaction where it can, and reads the tables back for summaries, `explain` and
 `reconcile`.
 """
 
+import threading
+
 from storage.uri import SinkUri, parse_sink_uri
+
+_SHARED = {}
 
 
 def open_store(uri):
@@ -22,4 +26,18 @@ def open_store(uri):
     return BigQueryStore(sink.location)
 
 
-__all__ = ["SinkUri", "open_store", "parse_sink_uri"]
+def shared_store(uri):
+    """A store for this thread of this process, opened once and kept open.
+
+    Workers use it instead of opening a store per DoFn instance: some runners make a
+    new instance for every bundle, and a connection per bundle would dominate. One per
+    thread, because a SQLite connection must not be used by two threads at once.
+    """
+    key = (str(uri), threading.get_ident())
+    store = _SHARED.get(key)
+    if store is None:
+        store = _SHARED[key] = open_store(uri)
+    return store
+
+
+__all__ = ["SinkUri", "open_store", "parse_sink_uri", "shared_store"]

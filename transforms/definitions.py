@@ -12,6 +12,7 @@ sweep (see pipeline/sweep.py) can also carry a document, which is then installed
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import NamedTuple
 
@@ -54,28 +55,33 @@ class ProcessorCache:
         self.processor = None
         self._checked = 0.0
         self._file_text = None
+        self._lock = threading.RLock()
         self.rejected = Metrics.counter(NAMESPACE, "definitions_rejected")
         self.loaded = Metrics.counter(NAMESPACE, "definitions_loaded")
 
     def get(self, doc):
         """The processor of a given document (the batch side input)."""
-        if self.processor is None or self.processor.version != doc.version:
-            self.install(doc)
-        return self.processor
+        processor = self.processor
+        if processor is None or processor.version != doc.version:
+            processor = self.install(doc)
+        return processor
 
     def install(self, doc):
-        if self.processor is None or self.processor.version != doc.version:
-            self.processor = LeadProcessor(definitions_from_text(doc.text))
-            self.loaded.inc()
-        return self.processor
+        with self._lock:
+            if self.processor is None or self.processor.version != doc.version:
+                self.processor = LeadProcessor(definitions_from_text(doc.text))
+                self.loaded.inc()
+            return self.processor
 
     def current(self):
         """Streaming: the newest good definitions, re-reading the file when it is time."""
         now = time.monotonic()
         if self.processor is None or (self.refresh is not None
                                       and now - self._checked >= self.refresh):
-            self._checked = now
-            self._poll()
+            with self._lock:
+                if self.processor is None or now - self._checked >= (self.refresh or 0):
+                    self._checked = now
+                    self._poll()
         return self.processor
 
     def _poll(self):
@@ -102,6 +108,26 @@ class ProcessorCache:
         if self.processor is None:
             raise err
         _LOG.error("keeping definitions %s: %s", self.processor.version, "; ".join(err.errors))
+
+
+_CACHES = {}
+_CACHES_LOCK = threading.Lock()
+
+
+def shared_cache(path=None, refresh_seconds=None):
+    """The worker process's ProcessorCache for a definition source.
+
+    Some runners (the Python direct runner in streaming) make a new DoFn instance and
+    call setup() for every bundle; sharing the cache per process keeps a definitions
+    version compiled once per worker, as the design intends. Process-level, never
+    pickled with a DoFn.
+    """
+    key = (path, refresh_seconds)
+    with _CACHES_LOCK:
+        cache = _CACHES.get(key)
+        if cache is None:
+            cache = _CACHES[key] = ProcessorCache(path, refresh_seconds)
+        return cache
 
 
 class StaticDefinitions(beam.PTransform):

@@ -24,10 +24,10 @@ from apache_beam.utils.timestamp import Timestamp
 
 from rules import LeadState
 from schemas.records import ChangeEvent, Sweep, split_lead_key
-from storage import open_store
+from storage import shared_store
 from storage.rows import profile_row, state_from_row
 from transforms import coders  # noqa: F401 - registers the event coder
-from transforms.definitions import NAMESPACE, DefinitionsDoc, ProcessorCache
+from transforms.definitions import NAMESPACE, DefinitionsDoc, shared_cache
 
 DELTAS = "deltas"
 PROFILES = "profiles"
@@ -80,7 +80,7 @@ class EvaluateHistoryFn(beam.DoFn):
         self.counters = _Counters()
 
     def setup(self):
-        self.cache = ProcessorCache()
+        self.cache = shared_cache()
 
     def process(self, element, doc, as_of):
         key, events = element
@@ -149,12 +149,8 @@ class StatefulLeadFn(beam.DoFn):
         self.expired = Metrics.counter(NAMESPACE, "leads_expired")
 
     def setup(self):
-        self.cache = ProcessorCache(self.lists_path, self.refresh)
-        self.store = open_store(self.sink) if self.sink and self.resume else None
-
-    def teardown(self):
-        if getattr(self, "store", None) is not None:
-            self.store.close()
+        self.cache = shared_cache(self.lists_path, self.refresh)
+        self.store = shared_store(self.sink) if self.sink and self.resume else None
 
     def _load(self, key, lead):
         state = lead.read()

@@ -15,7 +15,7 @@ from apache_beam.metrics import Metrics
 
 from schemas.events import InvalidEvent, parse_event
 from schemas.records import make_dead_letter
-from transforms.definitions import NAMESPACE, ProcessorCache
+from transforms.definitions import NAMESPACE, shared_cache
 from transforms.io import Unreadable
 
 EVENTS = "events"
@@ -42,7 +42,7 @@ class ParseEventFn(beam.DoFn):
         self.reasons = {}
 
     def setup(self):
-        self.cache = ProcessorCache(self.lists_path, self.refresh)
+        self.cache = shared_cache(self.lists_path, self.refresh)
 
     def process(self, record, doc=None):
         source, payload = record

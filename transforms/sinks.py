@@ -14,7 +14,7 @@ from apache_beam.metrics import Metrics
 
 from schemas import tables
 from schemas.records import make_dead_letter
-from storage import open_store, parse_sink_uri
+from storage import parse_sink_uri, shared_store
 from storage.bigquery import SNAPSHOTS, table_schema, written_tables
 from storage.rows import dead_letter_row, delta_row
 from transforms.evaluate import now_us
@@ -38,7 +38,7 @@ class WriteRowsFn(beam.DoFn):
         self.rows = Metrics.counter(NAMESPACE, "sink_rows")
 
     def setup(self):
-        self.store = open_store(self.sink)
+        self.store = shared_store(self.sink)
         self.to_row = self._ROWS[self.table]
 
     def start_bundle(self):
@@ -63,10 +63,6 @@ class WriteRowsFn(beam.DoFn):
         self.rows.inc(len(rows))
         self.batch = []
 
-    def teardown(self):
-        store = getattr(self, "store", None)
-        if store is not None:
-            store.close()
 
 
 def failed_row_dead_letter(failure):
