@@ -15,15 +15,26 @@ _SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
 
 
 def check_topic(name):
-    if not name or not _TOPIC.match(name):
-        raise ValueError(f"bad topic {name!r}: use projects/PROJECT/topics/TOPIC")
+    """The topic, or ValueError with a sentence; Beam's own naming rules apply."""
+    from apache_beam.io.gcp.pubsub import parse_topic
+    try:
+        if not name or not _TOPIC.match(name):
+            raise ValueError("the form is projects/PROJECT/topics/TOPIC")
+        parse_topic(name)
+    except ValueError as err:
+        raise ValueError(f"bad topic {name!r}: {err}") from None
     return name
 
 
 def check_subscription(name):
-    if not name or not _SUBSCRIPTION.match(name):
-        raise ValueError(f"bad subscription {name!r}: use "
-                         "projects/PROJECT/subscriptions/SUBSCRIPTION")
+    """The subscription, or ValueError with a sentence; Beam's own naming rules apply."""
+    from apache_beam.io.gcp.pubsub import parse_subscription
+    try:
+        if not name or not _SUBSCRIPTION.match(name):
+            raise ValueError("the form is projects/PROJECT/subscriptions/SUBSCRIPTION")
+        parse_subscription(name)
+    except ValueError as err:
+        raise ValueError(f"bad subscription {name!r}: {err}") from None
     return name
 
 

@@ -56,6 +56,11 @@ def test_validate_reports_every_error_and_exits_1(tmp_path):
       "sqlite:///tmp/x.db", "--as_of", "tomorrow"], "--as_of 'tomorrow' is not an RFC 3339"),
     (["backfill", "--events", "sample/events/*", "--lists", LISTS, "--sink",
       "sqlite:///tmp/x.db", "--sinks", "x"], "unknown argument --sinks (did you mean --sink?)"),
+    (["stream", "--topic", "projects/p/topics/t", "--lists", LISTS, "--sink",
+      "sqlite:///tmp/x.db"], "bad topic 'projects/p/topics/t': Invalid PubSub project"),
+    (["stream", "--lists", LISTS, "--sink", "sqlite:///tmp/x.db"],
+     "--subscription (or --topic, to create one) is required"),
+    (["publish", "--events", "sample/events/*", "--topic", "topics/t"], "bad topic"),
     (["explain", "--lists", LISTS, "--sink", "sqlite:///nonexistent/x.db", "--tenant", "acme",
       "--lead", "L", "--list", "nope"], "tenant acme has no list 'nope'"),
 ])
