@@ -14,28 +14,27 @@ _TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
 _SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
 
 
+def _check(name, pattern, form, beam_parse):
+    try:
+        if not name or not pattern.match(name):
+            raise ValueError(f"the form is {form}")
+        beam_parse(name)
+    except ValueError as err:
+        raise ValueError(f"bad {form.split('/')[2][:-1]} {name!r}: {err}") from None
+    return name
+
+
 def check_topic(name):
     """The topic, or ValueError with a sentence; Beam's own naming rules apply."""
     from apache_beam.io.gcp.pubsub import parse_topic
-    try:
-        if not name or not _TOPIC.match(name):
-            raise ValueError("the form is projects/PROJECT/topics/TOPIC")
-        parse_topic(name)
-    except ValueError as err:
-        raise ValueError(f"bad topic {name!r}: {err}") from None
-    return name
+    return _check(name, _TOPIC, "projects/PROJECT/topics/TOPIC", parse_topic)
 
 
 def check_subscription(name):
     """The subscription, or ValueError with a sentence; Beam's own naming rules apply."""
     from apache_beam.io.gcp.pubsub import parse_subscription
-    try:
-        if not name or not _SUBSCRIPTION.match(name):
-            raise ValueError("the form is projects/PROJECT/subscriptions/SUBSCRIPTION")
-        parse_subscription(name)
-    except ValueError as err:
-        raise ValueError(f"bad subscription {name!r}: {err}") from None
-    return name
+    return _check(name, _SUBSCRIPTION, "projects/PROJECT/subscriptions/SUBSCRIPTION",
+                  parse_subscription)
 
 
 def _publisher(max_messages=1000):

@@ -59,6 +59,10 @@ def _first(entry):
 _NO_LISTS = frozenset()
 
 
+def _in_bounds(count, low, high):
+    return count >= low and (high is None or count <= high)
+
+
 def _date_truth(op, window, date, now):
     """A date predicate's value for a date (None when the field is not a date)."""
     if date is None:
@@ -447,9 +451,8 @@ class CompiledTenant:
                 if not fresh:
                     continue
                 count = count_activities(acts, kind, want, window, now)
-                now_true = count >= low and (high is None or count <= high)
-                before = count - fresh
-                if (before >= low and (high is None or before <= high)) != now_true:
+                now_true = _in_bounds(count, low, high)
+                if _in_bounds(count - fresh, low, high) != now_true:
                     codes, lists = turned(entry, now_true)
                     join |= codes
                     leave |= lists
@@ -483,10 +486,10 @@ class CompiledTenant:
             for (ref, window, low, high), entry in atoms:
                 if window is None:
                     continue
-                count = count_activities(acts, kind, ref, window, moment)
+                now_true = _in_bounds(count_activities(acts, kind, ref, window, moment),
+                                      low, high)
                 before = count_activities(acts, kind, ref, window, moment - 1)
-                now_true = count >= low and (high is None or count <= high)
-                if (before >= low and (high is None or before <= high)) != now_true:
+                if _in_bounds(before, low, high) != now_true:
                     codes, lists = turned(entry, now_true)
                     join |= codes
                     leave |= lists

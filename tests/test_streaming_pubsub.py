@@ -115,8 +115,9 @@ def test_sample_through_pubsub_equals_the_reference(tmp_path, pubsub_emulator):
                  job)
         # bad messages while it runs: dead letters, and the job keeps going
         cli("publish", "--events", str(tmp_path / "bad.jsonl"), "--topic", topic)
-        reasons = lambda: [r[0].split(":")[0] for r in sqlite3.connect(str(db)).execute(  # noqa: E731
-            "SELECT reason FROM dead_letters ORDER BY reason")]
+        reasons = lambda: [  # noqa: E731
+            r[0].split(":")[0] for r in sqlite3.connect(str(db)).execute(
+                "SELECT reason FROM dead_letters ORDER BY reason")]
         wait_for(lambda: len(reasons()) == bad + 2, 120, "the dead letters", job)
         assert "oversized" in reasons() and "wrong_type" in reasons()
         assert job.process.poll() is None, "the job is still running"
