@@ -57,9 +57,7 @@ class SqliteStore:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            new = self._new_deltas(batch.get(T.MEMBERSHIP_DELTAS, ()))
-            db.executemany(self._insert[T.MEMBERSHIP_DELTAS],
-                           [ordered(T.MEMBERSHIP_DELTAS, r) for r in new])
+            new = self._insert_deltas(batch.get(T.MEMBERSHIP_DELTAS, ()))
             final = {(r["tenant_id"], r["list_id"], r["lead_id"]): r for r in new}
             db.executemany(
                 f"INSERT OR REPLACE INTO {T.LIST_MEMBERSHIPS} "
@@ -79,6 +77,28 @@ class SqliteStore:
             db.execute("ROLLBACK")
             raise
         return len(new)
+
+    def _insert_deltas(self, rows):
+        """Insert the deltas not in the table yet; return them.
+
+        Fresh deltas are the common case: one plain insert of them all. Only when some
+        are already there (a replay) does it find out which, and insert the others.
+        """
+        if not rows:
+            return []
+        values = [ordered(T.MEMBERSHIP_DELTAS, r) for r in rows]
+        self.db.execute("SAVEPOINT fresh")
+        try:
+            self.db.executemany(self._insert_sql(T.MEMBERSHIP_DELTAS, "INSERT"), values)
+            self.db.execute("RELEASE fresh")
+            return list(rows)
+        except sqlite3.IntegrityError:
+            self.db.execute("ROLLBACK TO fresh")
+            self.db.execute("RELEASE fresh")
+        new = self._new_deltas(rows)
+        self.db.executemany(self._insert[T.MEMBERSHIP_DELTAS],
+                            [ordered(T.MEMBERSHIP_DELTAS, r) for r in new])
+        return new
 
     def _new_deltas(self, rows):
         """The rows whose delta_id is not in the table yet (nor earlier in `rows`)."""
