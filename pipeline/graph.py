@@ -36,9 +36,11 @@ def build_backfill(p, events_glob, doc, sink, as_of_us=None):
     return parse_evaluate_write(records, definitions, EvaluateLeads(definitions, as_of), sink)
 
 
-def build_stream(p, subscription, lists_path, refresh_seconds, sink, resume=True):
-    """Streaming: a Pub/Sub subscription into the sink; definitions polled from a file."""
-    read = p | "ReadPubSub" >> ReadPubSubRecords(subscription)
+def build_stream(p, subscription, lists_path, refresh_seconds, sink, resume=True,
+                 reader="native"):
+    """Streaming: a Pub/Sub subscription into the sink; definitions polled from a file.
+    `reader` is 'native' (the runner's ReadFromPubSub) or 'pull' (portable runners)."""
+    read = p | "ReadPubSub" >> ReadPubSubRecords(subscription, reader)
     evaluate = EvaluateLeadsStreaming(lists_path, refresh_seconds, sink, resume,
                                       sweeps=read[SWEEPS])
     return parse_evaluate_write(read[RECORDS], (lists_path, refresh_seconds), evaluate, sink)

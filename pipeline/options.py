@@ -29,6 +29,10 @@ class DynListsOptions(PipelineOptions):
         group.add_argument("--topic", help="projects/P/topics/T: create a subscription on it")
         group.add_argument("--definitions_refresh_seconds", type=float, default=60.0,
                            help="streaming: how often the definition file is re-read")
+        group.add_argument("--pubsub_reader", default="auto", choices=("auto", "native", "pull"),
+                           help="streaming: the runner's own Pub/Sub source (native: "
+                                "DirectRunner, Dataflow) or the portable pull reader "
+                                "(pull: Prism, Flink, ...); auto picks by runner")
         group.add_argument("--fix", action="store_true",
                            help="reconcile: write the corrective deltas")
         group.add_argument("--report_dir", help="reconcile: where the report files go "

@@ -52,8 +52,10 @@ def run_stream(argv):
     resume = ours.resume_from_sink != "no"
     prepare_sink(ours.sink)
     pipeline = beam.Pipeline(options=options)
+    from transforms.pubsub import reader_for
+    reader = reader_for(options.view_as(StandardOptions).runner, ours.pubsub_reader)
     build_stream(pipeline, subscription, ours.lists, ours.definitions_refresh_seconds,
-                 ours.sink, resume)
+                 ours.sink, resume, reader)
     result = pipeline.run()
     stop = threading.Event()
     watcher = threading.Thread(target=_watch_definitions, daemon=True, args=(

@@ -17,6 +17,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".cache", "bin")
 BEAM_VERSION = "2.77.0"
+FLINK_BUILD = os.path.join(ROOT, "tools", "flink", "build_job_server.sh")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -87,3 +88,22 @@ def pubsub_emulator():
         os.environ["PUBSUB_EMULATOR_HOST"] = previous
     process.terminate()
     process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def flink_job_server():
+    """Path of the job server's launcher jar (built on first use, minutes when cold)."""
+    missing = [tool for tool in ("java", "jar", "mvn") if not shutil.which(tool)]
+    if missing:
+        message = (f"the Flink job server needs Java 17 and Maven to build it; "
+                   f"{', '.join(missing)} not on PATH")
+        if IN_CI:
+            pytest.fail(message + " (CI=true: this test must run)")
+        pytest.skip(message)
+    done = subprocess.run(["bash", FLINK_BUILD], cwd=ROOT, capture_output=True, text=True,
+                          timeout=1800)
+    if done.returncode != 0:
+        pytest.fail(f"{FLINK_BUILD} failed:\n{done.stderr[-2000:]}")
+    launcher = done.stdout.strip().splitlines()[-1]
+    assert os.path.isfile(launcher), done.stdout
+    return launcher

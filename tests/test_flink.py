@@ -2,52 +2,26 @@
 
 Flink runs embedded in Beam's Flink job server (`--flink_master=[local]`) with LOOPBACK
 workers, i.e. the Python code runs in the `python -m pipeline` subprocess itself and its
-SQLite writer can reach the test's files. The job server is built by
-tools/flink/build_job_server.sh into .cache/flink (ignored by git) on first use. Without
-Java or Maven the test skips with one line; under CI=true it must run, so a missing tool
-fails it instead.
+SQLite writer can reach the test's files. The job server comes from the
+`flink_job_server` fixture (tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
 import time
 
-import pytest
-
 from schemas import tables as T
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.path.join(ROOT, "tools", "flink", "build_job_server.sh")
 VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 PYTHON = VENV_PYTHON if os.path.exists(VENV_PYTHON) else sys.executable
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # Columns a run stamps with its own wall-clock time; everything else must match.
 IGNORED = {"processed_at", "received_at", "updated_at"}
-
-
-@pytest.fixture(scope="session")
-def flink_job_server():
-    """Path of the job server's launcher jar (built on first use, minutes when cold)."""
-    missing = [tool for tool in ("java", "jar", "mvn") if not shutil.which(tool)]
-    if missing:
-        message = (f"the Flink job server needs Java 17 and Maven to build it; "
-                   f"{', '.join(missing)} not on PATH")
-        if IN_CI:
-            pytest.fail(message + " (CI=true: this test must run)")
-        pytest.skip(message)
-    done = subprocess.run(["bash", BUILD], cwd=ROOT, capture_output=True, text=True,
-                          timeout=1800)
-    if done.returncode != 0:
-        pytest.fail(f"{BUILD} failed:\n{done.stderr[-2000:]}")
-    launcher = done.stdout.strip().splitlines()[-1]
-    assert os.path.isfile(launcher), done.stdout
-    return launcher
 
 
 def backfill(db, *runner_args):

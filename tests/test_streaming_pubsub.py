@@ -1,5 +1,6 @@
 """The streaming job end to end on real parts: Google's pstest Pub/Sub server, the
-`stream` command in its own process (DirectRunner), a real SQLite sink.
+`stream` command in its own process (on the DirectRunner with Beam's Pub/Sub source, and
+on Prism and Flink with the portable pull reader), a real SQLite sink.
 
 The sample events are from May 2026, long before the wall clock the job's watermark
 follows, so every time-window flip between then and now fires as a timer: the expected
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import time
 import uuid
+
+import pytest
 
 from rules.values import format_ts
 from tests.helpers import SAMPLE, expected_memberships
@@ -37,11 +40,12 @@ def cli(*args, check=True):
 class Job:
     """`python -m pipeline stream` in its own process group."""
 
-    def __init__(self, tmp_path, topic, sink, lists=LISTS, name="job"):
+    def __init__(self, tmp_path, topic, sink, lists=LISTS, name="job", runner=None):
         self.log = open(tmp_path / f"{name}.log", "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "stream", "--topic", topic, "--lists", lists,
-             "--sink", sink, "--runner=DirectRunner", "--definitions_refresh_seconds=1"],
+             "--sink", sink, "--definitions_refresh_seconds=1",
+             *(runner or ["--runner=DirectRunner"])],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self, sig=signal.SIGKILL):
@@ -75,6 +79,22 @@ def wait_for(predicate, timeout, what, job=None):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+RUNNERS = ("direct", "prism", "flink")
+
+
+def runner_args(request, name):
+    """Command-line options of a local runner; Prism and Flink read through the portable
+    pull reader, the DirectRunner through Beam's own Pub/Sub source."""
+    if name == "direct":
+        return ["--runner=DirectRunner"]
+    if name == "prism":
+        return ["--runner=PrismRunner", f"--prism_location={request.getfixturevalue('prism')}",
+                "--environment_type=LOOPBACK"]
+    return ["--runner=FlinkRunner", "--flink_master=[local]", "--parallelism=2",
+            "--environment_type=LOOPBACK",
+            f"--flink_job_server_jar={request.getfixturevalue('flink_job_server')}"]
+
+
 def topic_name():
     """A new topic with the job's subscription already on it, so that events published
     before the job starts wait for it, as they do in production."""
@@ -99,7 +119,9 @@ def deltas_alternate(db_path):
     return len(rows)
 
 
-def test_sample_through_pubsub_equals_the_reference(tmp_path, pubsub_emulator):
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_sample_through_pubsub_equals_the_reference(tmp_path, pubsub_emulator, request,
+                                                    runner):
     _, definitions, events, bad, _ = sample_events()
     topic = topic_name()
     db = tmp_path / "stream.db"
@@ -108,7 +130,7 @@ def test_sample_through_pubsub_equals_the_reference(tmp_path, pubsub_emulator):
                        "type": "tag_added", "occurred_at": "2026-05-01T00:00:00Z",
                        "tag": "x" * (1 << 20)})
     (tmp_path / "bad.jsonl").write_text(huge + "\n" + '{"event_id": 1}\n')
-    job = Job(tmp_path, topic, f"sqlite:///{db}")
+    job = Job(tmp_path, topic, f"sqlite:///{db}", runner=runner_args(request, runner))
     try:
         expected = expected_memberships(definitions, events, int(time.time() * 1e6))
         wait_for(lambda: members_of(str(db)) == expected, 240, "the reference memberships",
@@ -127,7 +149,8 @@ def test_sample_through_pubsub_equals_the_reference(tmp_path, pubsub_emulator):
     assert deltas_alternate(str(db)) > 1000
 
 
-def test_a_killed_job_restarts_from_the_sink(tmp_path, pubsub_emulator):
+@pytest.mark.parametrize("runner", ("direct", "prism"))
+def test_a_killed_job_restarts_from_the_sink(tmp_path, pubsub_emulator, request, runner):
     _, definitions, events, _, _ = sample_events()
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
@@ -141,7 +164,7 @@ def test_a_killed_job_restarts_from_the_sink(tmp_path, pubsub_emulator):
     db = tmp_path / "stream.db"
     sink = f"sqlite:///{db}"
     cli("publish", "--events", str(first / "*.jsonl"), "--topic", topic)
-    job = Job(tmp_path, topic, sink, name="first-run")
+    job = Job(tmp_path, topic, sink, name="first-run", runner=runner_args(request, runner))
     try:
         part = expected_memberships(definitions, ordered[:half], int(time.time() * 1e6))
         wait_for(lambda: members_of(str(db)) == part, 240, "the first half", job)
@@ -150,7 +173,7 @@ def test_a_killed_job_restarts_from_the_sink(tmp_path, pubsub_emulator):
     # the second half, and the whole history once more (re-deliveries)
     cli("publish", "--events", str(second / "*.jsonl"), "--topic", topic)
     cli("publish", "--events", str(first / "*.jsonl"), "--topic", topic)
-    job = Job(tmp_path, topic, sink, name="second-run")
+    job = Job(tmp_path, topic, sink, name="second-run", runner=runner_args(request, runner))
     try:
         expected = expected_memberships(definitions, events, int(time.time() * 1e6))
         wait_for(lambda: members_of(str(db)) == expected, 240, "all memberships", job)
@@ -216,3 +239,11 @@ def test_hand_over_from_a_backfill_and_live_definitions(tmp_path, pubsub_emulato
     total = connect().execute("SELECT COUNT(*) FROM membership_deltas").fetchone()[0]
     assert total == before + len(caused("live-1")) + acme + late_flips
     deltas_alternate(str(db))
+
+
+def test_the_reader_follows_the_runner():
+    from transforms.pubsub import reader_for
+    assert reader_for("DirectRunner") == reader_for(None) == "native"
+    assert reader_for("DataflowRunner") == "native"
+    assert reader_for("PrismRunner") == reader_for("FlinkRunner") == "pull"
+    assert reader_for("DirectRunner", "pull") == "pull"

@@ -9,10 +9,17 @@ Nothing here knows whether it talks to Pub/Sub or an emulator (PUBSUB_EMULATOR_H
 
 from __future__ import annotations
 
+import functools
 import json
 
 import apache_beam as beam
 from apache_beam import pvalue
+from apache_beam.io.gcp.pubsub import PubsubMessage
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from schemas.records import Sweep, lead_key
 
@@ -48,16 +55,118 @@ class SplitMessages(beam.DoFn):
         yield (f"pubsub:{self.subscription}:{message.message_id}", message.data)
 
 
+NATIVE_READERS = ("DirectRunner", "BundleBasedDirectRunner", "DataflowRunner",
+                  "TestDataflowRunner")
+
+
+def reader_for(runner, choice="auto"):
+    """'native' (ReadFromPubSub, which only the direct and Dataflow runners implement)
+    or 'pull' (PullMessages, for every portable runner)."""
+    if choice != "auto":
+        return choice
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return "native" if (name or "DirectRunner") in NATIVE_READERS else "pull"
+
+
 class ReadPubSubRecords(beam.PTransform):
     """-> (source, payload) records (main) and keyed sweeps ('sweeps')."""
 
-    def __init__(self, subscription):
+    def __init__(self, subscription, reader="native"):
         super().__init__()
         self.subscription = subscription
+        self.reader = reader
 
     def expand(self, pbegin):
-        return (pbegin
-                | "ReadPubSub" >> beam.io.ReadFromPubSub(subscription=self.subscription,
-                                                         with_attributes=True)
+        if self.reader == "pull":
+            messages = (pbegin
+                        | "Subscription" >> beam.Create([self.subscription])
+                        | "PullPubSub" >> beam.ParDo(PullMessages()))
+        else:
+            messages = pbegin | "ReadPubSub" >> beam.io.ReadFromPubSub(
+                subscription=self.subscription, with_attributes=True)
+        return (messages
                 | "SplitControl" >> beam.ParDo(SplitMessages(self.subscription)).with_outputs(
                     SWEEPS, main=RECORDS))
+
+
+# -- a pull reader for runners without a native Pub/Sub source (Prism, Flink) ------------
+
+_FOREVER = 2 ** 62
+
+
+class _Endless(RestrictionProvider):
+    """One restriction per subscription: positions 0, 1, 2, ... one per pull."""
+
+    def initial_restriction(self, element):
+        return OffsetRange(0, _FOREVER)
+
+    def create_tracker(self, restriction):
+        return OffsetRestrictionTracker(restriction)
+
+    def restriction_size(self, element, restriction):
+        return 1
+
+    def split(self, element, restriction):
+        yield restriction
+
+    def truncate(self, element, restriction):
+        return None  # a drained reader stops reading
+
+
+class PullMessages(beam.DoFn):
+    """Unbounded splittable DoFn: pulls batches from one subscription and emits them as
+    PubsubMessages stamped with their publish time.
+
+    Messages are acknowledged when the runner has committed the bundle that carried them
+    (bundle finalization), so a crash before that re-delivers them; the lead state's seen
+    event ids make the re-delivery harmless. The watermark is the wall clock less
+    `watermark_lag_s` while the subscription is idle or caught up.
+    """
+
+    def __init__(self, max_messages=1000, pull_timeout_s=1.0, idle_resume_s=0.2):
+        self.max_messages = max_messages
+        self.pull_timeout_s = pull_timeout_s
+        self.idle_resume_s = idle_resume_s
+
+    def setup(self):
+        from google.cloud import pubsub_v1
+        self.client = pubsub_v1.SubscriberClient()
+
+    @beam.DoFn.unbounded_per_element()
+    def process(self, subscription, finalizer=beam.DoFn.BundleFinalizerParam,
+                tracker=beam.DoFn.RestrictionParam(_Endless()),
+                watermark=beam.DoFn.WatermarkEstimatorParam(
+                    ManualWatermarkEstimator.default_provider())):
+        from google.api_core import exceptions
+        position = tracker.current_restriction().start
+        while tracker.try_claim(position):
+            position += 1
+            try:
+                response = self.client.pull(
+                    request={"subscription": subscription,
+                             "max_messages": self.max_messages},
+                    timeout=self.pull_timeout_s)
+                received = response.received_messages
+            except (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable):
+                received = ()
+            now = Timestamp.now()
+            if not received:
+                watermark.set_watermark(max(now - 1, watermark.current_watermark()
+                                            or MIN_TIMESTAMP))
+                tracker.defer_remainder(Duration(seconds=self.idle_resume_s))
+                return
+            ack_ids = []
+            for item in received:
+                pulled = item.message
+                message = PubsubMessage(pulled.data, dict(pulled.attributes),
+                                        message_id=pulled.message_id)
+                stamp = Timestamp.from_utc_datetime(pulled.publish_time)
+                ack_ids.append(item.ack_id)
+                yield TimestampedValue(message, stamp)
+            finalizer.register(functools.partial(self._ack, subscription, ack_ids))
+            if len(received) < self.max_messages:
+                tracker.defer_remainder()
+                return
+
+    def _ack(self, subscription, ack_ids):
+        self.client.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids})
