@@ -30,13 +30,12 @@ job per rate keeps one rate's backlog out of the next one's figures; a rate that
 drained `--drain` seconds after its window reports the missing events as censored
 latencies (shown as `>X`).
 
-Runners: only the DirectRunner can read Pub/Sub here. In streaming mode it runs the
-Python BundleBasedDirectRunner (it pulls at most 10 messages per bundle); Prism rejects
-the Pub/Sub read transform (`beam:transform:pubsub_read:v1`) and the portable
-FnApiRunner has no streaming Pub/Sub source, so there is no second local runner to
-compare (the FlinkRunner of tools/flink was not tried on the streaming job). The
-publisher and the poller run in this process, on the same machine as the job: their CPU
-is part of what the job competes with. The last line holds the headline figures.
+Runners (`--runner`): the DirectRunner runs the Python BundleBasedDirectRunner in
+streaming mode with Beam's own Pub/Sub source (it pulls at most 10 messages per bundle);
+PrismRunner (LOOPBACK workers) and FlinkRunner (embedded, parallelism 2, LOOPBACK) read
+through the project's portable pull reader (transforms/pubsub.py). The publisher and the
+poller run in this process, on the same machine as the job: their CPU is part of what
+the job competes with. The last line holds the headline figures.
 """
 
 from __future__ import annotations
@@ -87,6 +86,36 @@ def build_pstest():
     return target
 
 
+def runner_args(runner):
+    """Command-line options of a local runner (Prism and Flink built into .cache if
+    missing: Prism with `go install`, Flink's job server by tools/flink)."""
+    if runner == "DirectRunner":
+        return ["--runner=DirectRunner"]
+    if runner == "PrismRunner":
+        prism = os.path.join(BIN, "prism")
+        if not os.path.exists(prism):
+            if not shutil.which("go"):
+                raise SystemExit("Prism needs Go (https://go.dev) to build it; Go is not on PATH")
+            from apache_beam.version import __version__ as beam_version
+            done = subprocess.run(
+                ["go", "install", f"github.com/apache/beam/sdks/v2/go/cmd/prism@v{beam_version}"],
+                cwd=ROOT, env={**os.environ, "GOBIN": BIN}, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"go install of Prism failed:\n{done.stderr[-2000:]}")
+        return ["--runner=PrismRunner", f"--prism_location={prism}",
+                "--environment_type=LOOPBACK"]
+    if runner == "FlinkRunner":
+        done = subprocess.run(["bash", os.path.join(ROOT, "tools", "flink",
+                                                    "build_job_server.sh")],
+                              cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"the Flink job server build failed:\n{done.stderr[-2000:]}")
+        jar = done.stdout.strip().splitlines()[-1]
+        return ["--runner=FlinkRunner", "--flink_master=[local]", "--parallelism=2",
+                "--environment_type=LOOPBACK", f"--flink_job_server_jar={jar}"]
+    raise SystemExit(f"unknown runner {runner!r}")
+
+
 def start_pstest():
     process = subprocess.Popen([build_pstest(), "-host", "127.0.0.1", "-port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -129,7 +158,7 @@ class Job:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "stream", "--topic", self.topic,
              "--lists", os.path.join(folder, "lists.json"), "--sink", f"sqlite:///{self.db}",
-             f"--runner={runner}"],
+             *runner_args(runner)],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.watcher = DeltaWatcher(self.db)
 
@@ -411,7 +440,8 @@ def main(argv=None):
     parser.add_argument("--flips", type=int, default=20, help="leads for flip lateness")
     parser.add_argument("--flip-load", type=float, default=0,
                         help="background events/s while flips are measured")
-    parser.add_argument("--runner", default="DirectRunner")
+    parser.add_argument("--runner", default="DirectRunner",
+                        choices=("DirectRunner", "PrismRunner", "FlinkRunner"))
     parser.add_argument("--startup", type=float, default=300,
                         help="seconds a job may take to write its first delta")
     parser.add_argument("--data", default=os.path.join(ROOT, ".cache", "bench-stream"))
@@ -456,7 +486,11 @@ def main(argv=None):
     print(f"load average after: {load_average()}", file=sys.stderr)
 
     runner = args.runner
-    print(f"runner: {runner} (BundleBasedDirectRunner in streaming mode), "
+    engine = {"DirectRunner": "BundleBasedDirectRunner in streaming mode, Beam's Pub/Sub "
+                              "source",
+              "PrismRunner": "LOOPBACK workers, the pull reader",
+              "FlinkRunner": "embedded Flink, parallelism 2, LOOPBACK, the pull reader"}[runner]
+    print(f"runner: {runner} ({engine}), "
           f"{args.seconds:g}s per rate, SQLite polled every {POLL_SECONDS * 1000:.0f} ms; "
           f"seconds from publish to the delta row seen by the poller (p50/p99/max), to "
           f"its processed_at (proc), seen p50 over the first/last {span_of(args):g}s")

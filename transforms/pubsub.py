@@ -19,7 +19,7 @@ from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTr
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from schemas.records import Sweep, lead_key
 
@@ -92,6 +92,7 @@ class ReadPubSubRecords(beam.PTransform):
 # -- a pull reader for runners without a native Pub/Sub source (Prism, Flink) ------------
 
 _FOREVER = 2 ** 62
+IDLE_WATERMARK_LAG_S = 1
 
 
 class _Endless(RestrictionProvider):
@@ -113,14 +114,19 @@ class _Endless(RestrictionProvider):
         return None  # a drained reader stops reading
 
 
+def _nothing():
+    pass
+
+
 class PullMessages(beam.DoFn):
     """Unbounded splittable DoFn: pulls batches from one subscription and emits them as
     PubsubMessages stamped with their publish time.
 
     Messages are acknowledged when the runner has committed the bundle that carried them
     (bundle finalization), so a crash before that re-delivers them; the lead state's seen
-    event ids make the re-delivery harmless. The watermark is the wall clock less
-    `watermark_lag_s` while the subscription is idle or caught up.
+    event ids make the re-delivery harmless. The watermark is the oldest publish time of
+    the last batch pulled, and the wall clock less IDLE_WATERMARK_LAG_S when a pull comes
+    back empty (never moving back).
     """
 
     def __init__(self, max_messages=1000, pull_timeout_s=1.0, idle_resume_s=0.2):
@@ -138,35 +144,39 @@ class PullMessages(beam.DoFn):
                 watermark=beam.DoFn.WatermarkEstimatorParam(
                     ManualWatermarkEstimator.default_provider())):
         from google.api_core import exceptions
-        position = tracker.current_restriction().start
-        while tracker.try_claim(position):
-            position += 1
-            try:
-                response = self.client.pull(
-                    request={"subscription": subscription,
-                             "max_messages": self.max_messages},
-                    timeout=self.pull_timeout_s)
-                received = response.received_messages
-            except (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable):
-                received = ()
-            now = Timestamp.now()
-            if not received:
-                watermark.set_watermark(max(now - 1, watermark.current_watermark()
-                                            or MIN_TIMESTAMP))
-                tracker.defer_remainder(Duration(seconds=self.idle_resume_s))
-                return
-            ack_ids = []
-            for item in received:
-                pulled = item.message
-                message = PubsubMessage(pulled.data, dict(pulled.attributes),
-                                        message_id=pulled.message_id)
-                stamp = Timestamp.from_utc_datetime(pulled.publish_time)
-                ack_ids.append(item.ack_id)
-                yield TimestampedValue(message, stamp)
-            finalizer.register(functools.partial(self._ack, subscription, ack_ids))
-            if len(received) < self.max_messages:
-                tracker.defer_remainder()
-                return
+        if not tracker.try_claim(tracker.current_restriction().start):
+            return
+        try:
+            received = self.client.pull(
+                request={"subscription": subscription, "max_messages": self.max_messages},
+                timeout=self.pull_timeout_s).received_messages
+        except (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable):
+            received = ()
+        if not received:
+            # runners that finalize every bundle of a finalizing DoFn (Prism) expect
+            # each bundle to ask for it
+            finalizer.register(_nothing)
+            self._advance(watermark, Timestamp.now() - IDLE_WATERMARK_LAG_S)
+            tracker.defer_remainder(Duration(seconds=self.idle_resume_s))
+            return
+        ack_ids, oldest = [], None
+        for item in received:
+            pulled = item.message
+            stamp = Timestamp.from_utc_datetime(pulled.publish_time)
+            ack_ids.append(item.ack_id)
+            oldest = stamp if oldest is None else min(oldest, stamp)
+            yield TimestampedValue(PubsubMessage(pulled.data, dict(pulled.attributes),
+                                                 message_id=pulled.message_id), stamp)
+        self._advance(watermark, oldest)
+        finalizer.register(functools.partial(self._ack, subscription, ack_ids))
+        # one pull per bundle: what was pulled moves on (and is acknowledged) right away
+        tracker.defer_remainder()
+
+    @staticmethod
+    def _advance(watermark, moment):
+        current = watermark.current_watermark()
+        if current is None or moment > current:
+            watermark.set_watermark(moment)
 
     def _ack(self, subscription, ack_ids):
         self.client.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids})
