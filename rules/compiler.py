@@ -578,16 +578,19 @@ class CompiledTenant:
             entries = acts.get(kind)
             if not entries:
                 continue
+            by_ref = {None: [e[0] for e in entries]}  # times ascending, per campaign ref
             for (ref, window, low, high), _ in atoms:
                 if window is None:
                     continue
-                cutoff = now - window
-                times = [e[0] for e in entries if e[0] > cutoff and (ref is None or e[2] == ref)]
-                count = len(times)
+                times = by_ref.get(ref)
+                if times is None:
+                    times = by_ref[ref] = [e[0] for e in entries if e[2] == ref]
+                start = bisect_right(times, now - window)  # the first one still inside
+                count = len(times) - start
                 if high is not None and count > high:
-                    moment = times[count - high - 1] + window
+                    moment = times[start + count - high - 1] + window
                 elif low >= 1 and count >= low:
-                    moment = times[count - low] + window
+                    moment = times[start + count - low] + window
                 else:
                     continue
                 if moment < best:

@@ -150,14 +150,15 @@ class StatefulLeadFn(beam.DoFn):
 
     def setup(self):
         self.cache = shared_cache(self.lists_path, self.refresh)
-        self.store = shared_store(self.sink) if self.sink and self.resume else None
+        self.resume_from = self.sink if self.sink and self.resume else None
 
     def _load(self, key, lead):
         state = lead.read()
         if state is not None:
             return state
-        if self.store is not None:
-            row = self.store.profile(*split_lead_key(key))
+        if self.resume_from is not None:
+            # this thread's store: bundles of one DoFn instance may run on other threads
+            row = shared_store(self.resume_from).profile(*split_lead_key(key))
             if row is not None:
                 self.resumed.inc()
                 return state_from_row(row)

@@ -38,7 +38,6 @@ class WriteRowsFn(beam.DoFn):
         self.rows = Metrics.counter(NAMESPACE, "sink_rows")
 
     def setup(self):
-        self.store = shared_store(self.sink)
         self.to_row = self._ROWS[self.table]
 
     def start_bundle(self):
@@ -57,7 +56,9 @@ class WriteRowsFn(beam.DoFn):
             return
         stamp = now_us()
         rows = [self.to_row(record, stamp) for record in self.batch]
-        new = self.store.write({self.table: rows})
+        # the store of the thread running this bundle: a DoFn instance set up on one
+        # thread may run its bundles on others (portable workers' thread pools)
+        new = shared_store(self.sink).write({self.table: rows})
         if self.table == tables.MEMBERSHIP_DELTAS:
             self.new_deltas.inc(new)
         self.rows.inc(len(rows))
