@@ -64,8 +64,13 @@ def reader_for(runner, choice="auto"):
     or 'pull' (PullMessages, for every portable runner)."""
     if choice != "auto":
         return choice
-    name = runner if isinstance(runner, str) else type(runner).__name__
-    return "native" if (name or "DirectRunner") in NATIVE_READERS else "pull"
+    if runner is None:
+        name = "DirectRunner"  # Beam's default
+    elif isinstance(runner, str):
+        name = runner.rsplit(".", 1)[-1]
+    else:
+        name = type(runner).__name__
+    return "native" if name in NATIVE_READERS else "pull"
 
 
 class ReadPubSubRecords(beam.PTransform):
