@@ -120,6 +120,18 @@ class EvaluateLeads(beam.PTransform):
 TOMBSTONE_RETENTION_US = 7 * 86_400 * 1_000_000
 
 
+def _timer_time(micros):
+    """A timer's time: the instant rounded up to the millisecond.
+
+    Prism and Flink keep timer times in milliseconds, so a timer set at an instant with
+    microseconds fires at the millisecond before it; the lead's clock would then stop
+    short of its flip, nothing would flip, and the same timer would be set again, for
+    ever. Rounded up, the timer fires at or after the flip, and the flip's deltas still
+    carry its exact instant.
+    """
+    return Timestamp(micros=-(-micros // 1000) * 1000)
+
+
 def _event_time(event):
     return beam.window.TimestampedValue(event, event.occurred_at / 1e6)
 
@@ -206,11 +218,11 @@ class StatefulLeadFn(beam.DoFn):
     def _finish(self, tenant, lead_id, state, deltas, lead, flip, expiry):
         lead.write(state)
         if state.next_flip is not None:
-            flip.set(Timestamp(micros=state.next_flip))
+            flip.set(_timer_time(state.next_flip))
         else:
             flip.clear()
         if not state.exists and state.tomb is not None:
-            expiry.set(Timestamp(micros=state.tomb[0] + TOMBSTONE_RETENTION_US))
+            expiry.set(_timer_time(state.tomb[0] + TOMBSTONE_RETENTION_US))
         yield from deltas
         yield pvalue.TaggedOutput(PROFILES, profile_row(tenant, lead_id, state, now_us()))
 
