@@ -247,3 +247,33 @@ def test_the_reader_follows_the_runner():
     assert reader_for("DataflowRunner") == "native"
     assert reader_for("PrismRunner") == reader_for("FlinkRunner") == "pull"
     assert reader_for("DirectRunner", "pull") == "pull"
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_a_window_closes_on_time_while_the_stream_is_quiet(tmp_path, pubsub_emulator, request,
+                                                           runner):
+    """A lead opens an email now; a list of "opened in the last 8.64 s" loses it by timer,
+    with the exact flip instant, though no other message arrives."""
+    lists = tmp_path / "lists.json"
+    lists.write_text(json.dumps({"tenants": ["acme"], "lists": [
+        {"tenant_id": "acme", "list_id": "just-opened",
+         "rules": {"activity": "email_open", "within_days": 0.0001}}]}))
+    topic = topic_name()
+    db = tmp_path / "stream.db"
+    job = Job(tmp_path, topic, f"sqlite:///{db}", lists=str(lists),
+              runner=runner_args(request, runner))
+    try:
+        opened = int(time.time() * 1e6) + 1_234  # not on a whole millisecond
+        (tmp_path / "open.jsonl").write_text(json.dumps(
+            {"event_id": "open-1", "tenant_id": "acme", "lead_id": "L1", "type": "activity",
+             "occurred_at": format_ts(opened), "activity": {"kind": "email_open"}}) + "\n")
+        cli("publish", "--events", str(tmp_path / "open.jsonl"), "--topic", topic)
+        rows = lambda: sqlite3.connect(str(db), timeout=30).execute(  # noqa: E731
+            "SELECT action, cause, event_time FROM membership_deltas ORDER BY seq").fetchall() \
+            if os.path.exists(db) else []
+        wait_for(lambda: len(rows()) >= 2, 180, "the timer's delta", job)
+        flip = format_ts(opened + 8_640_000)
+        assert rows() == [("added", "open-1", format_ts(opened)),
+                          ("removed", f"timer:{flip}", flip)]
+    finally:
+        job.kill()
