@@ -53,9 +53,10 @@ import time
 import uuid
 
 from rules.values import format_ts, parse_timestamp
+from tools import parts
+from tools.parts import stop_group
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, ".cache", "bin")
 TENANT = "bench"
 WINDOW_DAYS = 0.0002  # 17.28 s
 LISTS = {"tenants": [TENANT], "lists": [
@@ -67,77 +68,20 @@ LISTS = {"tenants": [TENANT], "lists": [
 POLL_SECONDS = 0.05
 
 
-# -- pstest ---------------------------------------------------------------------------------
-def build_pstest():
-    target = os.path.join(BIN, "pstest")
-    source = os.path.join(ROOT, "tools", "pstest")
-    newest = max(os.path.getmtime(os.path.join(source, n)) for n in os.listdir(source))
-    if os.path.exists(target) and os.path.getmtime(target) >= newest:
-        return target
-    if not shutil.which("go"):
-        raise SystemExit("the Pub/Sub fake server needs Go (https://go.dev) to build it; "
-                         "Go is not on PATH")
-    os.makedirs(BIN, exist_ok=True)
-    print("building pstest (the first build takes a minute or two)", file=sys.stderr)
-    done = subprocess.run(["go", "build", "-o", target, "."], cwd=source,
-                          capture_output=True, text=True, timeout=1800)
-    if done.returncode != 0:
-        raise SystemExit(f"go build of pstest failed:\n{done.stderr[-2000:]}")
-    return target
+# -- the parts -----------------------------------------------------------------------------
+def part(build):
+    """A part from tools/parts.py, or the benchmark stops with its one-line reason."""
+    try:
+        return build()
+    except (parts.Missing, parts.BuildFailed) as err:
+        raise SystemExit(str(err)) from None
 
 
 def runner_args(runner):
-    """Command-line options of a local runner (Prism and Flink built into .cache if
-    missing: Prism with `go install`, Flink's job server by tools/flink)."""
-    if runner == "DirectRunner":
-        return ["--runner=DirectRunner"]
-    if runner == "PrismRunner":
-        prism = os.path.join(BIN, "prism")
-        if not os.path.exists(prism):
-            if not shutil.which("go"):
-                raise SystemExit("Prism needs Go (https://go.dev) to build it; Go is not on PATH")
-            from apache_beam.version import __version__ as beam_version
-            done = subprocess.run(
-                ["go", "install", f"github.com/apache/beam/sdks/v2/go/cmd/prism@v{beam_version}"],
-                cwd=ROOT, env={**os.environ, "GOBIN": BIN}, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise SystemExit(f"go install of Prism failed:\n{done.stderr[-2000:]}")
-        return ["--runner=PrismRunner", f"--prism_location={prism}",
-                "--environment_type=LOOPBACK"]
-    if runner == "FlinkRunner":
-        done = subprocess.run(["bash", os.path.join(ROOT, "tools", "flink",
-                                                    "build_job_server.sh")],
-                              cwd=ROOT, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"the Flink job server build failed:\n{done.stderr[-2000:]}")
-        jar = done.stdout.strip().splitlines()[-1]
-        return ["--runner=FlinkRunner", "--flink_master=[local]", "--parallelism=2",
-                "--environment_type=LOOPBACK", f"--flink_job_server_jar={jar}"]
-    raise SystemExit(f"unknown runner {runner!r}")
-
-
-def start_pstest():
-    process = subprocess.Popen([build_pstest(), "-host", "127.0.0.1", "-port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               start_new_session=True)
-    line = process.stdout.readline().strip()
-    if not line.startswith("PSTEST_ADDR="):
-        stop_group(process)
-        raise SystemExit(f"pstest did not start: {line!r}")
-    threading.Thread(target=process.stdout.read, daemon=True).start()
-    return process, line.split("=", 1)[1]
-
-
-def stop_group(process, sig=signal.SIGKILL):
-    if process is not None and process.poll() is None:
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            pass
+    """Command-line options of a local runner, its part built into .cache if missing."""
+    return parts.runner_args(
+        runner, prism=part(parts.build_prism) if runner == "PrismRunner" else None,
+        flink_jar=part(parts.build_flink_job_server) if runner == "FlinkRunner" else None)
 
 
 # -- the job and what it writes -------------------------------------------------------------
@@ -441,7 +385,7 @@ def main(argv=None):
     parser.add_argument("--flip-load", type=float, default=0,
                         help="background events/s while flips are measured")
     parser.add_argument("--runner", default="DirectRunner",
-                        choices=("DirectRunner", "PrismRunner", "FlinkRunner"))
+                        choices=parts.RUNNERS)
     parser.add_argument("--startup", type=float, default=300,
                         help="seconds a job may take to write its first delta")
     parser.add_argument("--data", default=os.path.join(ROOT, ".cache", "bench-stream"))
@@ -460,7 +404,7 @@ def main(argv=None):
     pstest, job = None, None
     results, flips, missing_flips = [], [], 0
     try:
-        pstest, address = start_pstest()
+        pstest, address = part(parts.start_pstest)
         os.environ["PUBSUB_EMULATOR_HOST"] = address
         client = publisher_client()
         for n, rate in enumerate(rates):

@@ -15,6 +15,7 @@ import sys
 import time
 
 from schemas import tables as T
+from tools import parts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
@@ -57,9 +58,8 @@ def table(db, name, columns=None):
 def test_flink_backfill_matches_direct_runner(flink_job_server, tmp_path):
     flink_db, direct_db = tmp_path / "flink.db", tmp_path / "direct.db"
     flink, flink_seconds = backfill(
-        flink_db, "--runner=FlinkRunner", "--flink_master=[local]", "--parallelism=2",
-        "--environment_type=LOOPBACK", f"--flink_job_server_jar={flink_job_server}")
-    direct, direct_seconds = backfill(direct_db, "--runner=DirectRunner")
+        flink_db, *parts.runner_args("FlinkRunner", flink_jar=flink_job_server))
+    direct, direct_seconds = backfill(direct_db, *parts.runner_args("DirectRunner"))
     print(f"\nFlinkRunner (job server {flink_job_server}): {flink_seconds:.1f}s; "
           f"DirectRunner: {direct_seconds:.1f}s")
 

@@ -23,6 +23,7 @@ import pytest
 from rules.values import format_ts
 from tests.helpers import SAMPLE, expected_memberships
 from tests.test_pipeline_batch import sample_events
+from tools import parts
 
 ROOT = os.path.dirname(SAMPLE)
 LISTS = os.path.join(SAMPLE, "lists.json")
@@ -45,7 +46,7 @@ class Job:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "stream", "--topic", topic, "--lists", lists,
              "--sink", sink, "--definitions_refresh_seconds=1",
-             *(runner or ["--runner=DirectRunner"])],
+             *(runner or parts.runner_args("DirectRunner"))],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self, sig=signal.SIGKILL):
@@ -79,20 +80,13 @@ def wait_for(predicate, timeout, what, job=None):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-RUNNERS = ("direct", "prism", "flink")
-
-
 def runner_args(request, name):
     """Command-line options of a local runner; Prism and Flink read through the portable
     pull reader, the DirectRunner through Beam's own Pub/Sub source."""
-    if name == "direct":
-        return ["--runner=DirectRunner"]
-    if name == "prism":
-        return ["--runner=PrismRunner", f"--prism_location={request.getfixturevalue('prism')}",
-                "--environment_type=LOOPBACK"]
-    return ["--runner=FlinkRunner", "--flink_master=[local]", "--parallelism=2",
-            "--environment_type=LOOPBACK",
-            f"--flink_job_server_jar={request.getfixturevalue('flink_job_server')}"]
+    return parts.runner_args(
+        name, prism=request.getfixturevalue("prism") if name == "PrismRunner" else None,
+        flink_jar=(request.getfixturevalue("flink_job_server") if name == "FlinkRunner"
+                   else None))
 
 
 def topic_name():
@@ -119,7 +113,7 @@ def deltas_alternate(db_path):
     return len(rows)
 
 
-@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("runner", parts.RUNNERS)
 def test_sample_through_pubsub_equals_the_reference(tmp_path, pubsub_emulator, request,
                                                     runner):
     _, definitions, events, bad, _ = sample_events()
@@ -149,7 +143,7 @@ def test_sample_through_pubsub_equals_the_reference(tmp_path, pubsub_emulator, r
     assert deltas_alternate(str(db)) > 1000
 
 
-@pytest.mark.parametrize("runner", ("direct", "prism"))
+@pytest.mark.parametrize("runner", ("DirectRunner", "PrismRunner"))
 def test_a_killed_job_restarts_from_the_sink(tmp_path, pubsub_emulator, request, runner):
     _, definitions, events, _, _ = sample_events()
     first, second = tmp_path / "first", tmp_path / "second"
@@ -249,7 +243,7 @@ def test_the_reader_follows_the_runner():
     assert reader_for("DirectRunner", "pull") == "pull"
 
 
-@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("runner", parts.RUNNERS)
 def test_a_window_closes_on_time_while_the_stream_is_quiet(tmp_path, pubsub_emulator, request,
                                                            runner):
     """A lead opens an email now; a list of "opened in the last 8.64 s" loses it by timer,
