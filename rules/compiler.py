@@ -135,8 +135,9 @@ class _Codegen:
             _mark(t.tag_index, tag, self.code, positive)
             return f"({tag!r} in T)"
         if "list" in node:
-            _mark(t.rev, t.pos[node["list"]], self.code, positive)
-            return f"({node['list']!r} in M)"
+            j = t.pos[node["list"]]
+            _mark(t.rev, j, self.code, positive)
+            return f"(W[{j}] == 255)"
         return self.activity_expr(node, idx, positive)
 
     def field_expr(self, name, op, value, idx, positive):
@@ -239,9 +240,11 @@ class CompiledTenant:
 
         gen = _Codegen(self)
         bodies, full = [], ["def _full(C, N, DT, T, S, M, A, now, W):"]
+        # a list reads the lists it references through the watch W: W[j] == 255 when the
+        # lead belongs to list j, and lists are evaluated in dependency order
         for i, lid in enumerate(self.order):
             expr = self._watch_expr(gen, i, tenant.lists[lid])
-            bodies.append(f"def _l{i}(C, N, DT, T, S, M, A, now):\n    return {expr}\n")
+            bodies.append(f"def _l{i}(C, N, DT, T, S, W, A, now):\n    return {expr}\n")
             full.append(f"    W[{i}] = r = {expr}")
             full.append(f"    if r == 255: M.add({lid!r})")
         full.append("    return M")
@@ -269,13 +272,29 @@ class CompiledTenant:
                                     for key, entry in atoms.items()]
                              for name, atoms in self.string_atoms.items()}
         self.date_atoms = {name: list(atoms.items()) for name, atoms in self.date_atoms.items()}
-        self.activity_atoms = {kind: list(atoms.items())
-                               for kind, atoms in self.activity_atoms.items()}
+        # activity predicates grouped by what they count: (ref, window, [(low, high,
+        # entry)], sorted lows >= 1, sorted highs); the timed groups are for next_flip
+        self.activity_groups, self.timed_groups = {}, {}
+        for kind, atoms in self.activity_atoms.items():
+            groups = {}
+            for (ref, window, low, high), entry in atoms.items():
+                groups.setdefault((ref, window), []).append((low, high, entry))
+            self.activity_groups[kind] = [
+                (ref, window, bounds, sorted({b[0] for b in bounds if b[0] >= 1}),
+                 sorted({b[1] for b in bounds if b[1] is not None}))
+                for (ref, window), bounds in groups.items()]
+            timed = [(ref, window, lows, highs) for ref, window, _, lows, highs
+                     in self.activity_groups[kind] if window is not None]
+            if timed:
+                self.timed_groups[kind] = timed
+        # date predicates per field: (any within_last_days, sorted windows)
+        self.date_windows = {
+            name: (any(op == "within_last_days" for (op, _), _ in atoms),
+                   sorted({window for (_, window), _ in atoms}))
+            for name, atoms in self.date_atoms.items()}
         self.policies = {kind: ActivityPolicy(horizon, cap, frozenset(refs))
                          for kind, (horizon, cap, refs) in self.policy_parts.items()}
-        self.has_time = bool(self.date_atoms) or any(
-            window is not None for atoms in self.activity_atoms.values()
-            for (_, window, _, _), _ in atoms)
+        self.has_time = bool(self.date_atoms or self.timed_groups)
 
     @staticmethod
     def _watch_expr(gen, i, definition):
@@ -373,31 +392,34 @@ class CompiledTenant:
         return refs.get(i, ())
 
     def candidates(self, view, tags, acts, changes, old_fields, now):
-        """(join codes, leave lists, any lists) whose own predicates changed value.
+        """(join, leave, any): what may change because of `changes`.
 
-        Lists behind `join` codes can only join (a predicate turned true un-negated, or
-        false under a `not`), lists in `leave` can only leave, lists in `any` may do
-        either.
+        `join` is a list of collections of codes (list << 8 | slot) of lists that can only
+        join (a predicate turned true un-negated, or false under a `not`), `leave` a list
+        of collections of list indexes that can only leave, `any` a set of list indexes
+        that may do either. Collections are the indexes' own, never copied.
         """
-        join, leave, both = set(), set(), set()
+        join, leave, both = [], [], set()
         C, N, DT = view
         for name, (old_key, old_num, old_date) in old_fields.items():
             new_key = C.get(name)
             if old_key != new_key:
                 bucket = self.eq_index.get(name)
                 if bucket:
-                    for key, true in ((new_key, True), (old_key, False)):
-                        entry = bucket.get(key)
-                        if entry:
-                            codes, lists = turned(entry, true)
-                            join |= codes
-                            leave |= lists
+                    entry = bucket.get(new_key)
+                    if entry:
+                        join.append(entry[0])
+                        leave.append(entry[3])
+                    entry = bucket.get(old_key)
+                    if entry:
+                        join.append(entry[2])
+                        leave.append(entry[1])
                 if (old_key is None) != (new_key is None):
                     entry = self.empty_index.get(name)
                     if entry:
                         codes, lists = turned(entry, old_key is None)
-                        join |= codes
-                        leave |= lists
+                        join.append(codes)
+                        leave.append(lists)
                 atoms = self.string_atoms.get(name)
                 if atoms:
                     before, after = old_key or "", new_key or ""
@@ -405,14 +427,14 @@ class CompiledTenant:
                         now_true = check(after)
                         if check(before) != now_true:
                             codes, lists = turned(entry, now_true)
-                            join |= codes
-                            leave |= lists
+                            join.append(codes)
+                            leave.append(lists)
             new_num = N.get(name)
             if old_num != new_num and name in self.num_all:
                 if old_num is None or new_num is None:
                     codes, lists = turned(self.num_all[name], old_num is None)
-                    join |= codes
-                    leave |= lists
+                    join.append(codes)
+                    leave.append(lists)
                 else:
                     rising = new_num > old_num
                     low, high = (old_num, new_num) if rising else (new_num, old_num)
@@ -420,23 +442,23 @@ class CompiledTenant:
                     if not rising:
                         up, down = down, up
                     bounds, codes, _ = up
-                    join.update(codes[bisect_left(bounds, low):bisect_right(bounds, high)])
+                    join.append(codes[bisect_left(bounds, low):bisect_right(bounds, high)])
                     bounds, _, lists = down
-                    leave.update(lists[bisect_left(bounds, low):bisect_right(bounds, high)])
+                    leave.append(lists[bisect_left(bounds, low):bisect_right(bounds, high)])
             new_date = DT.get(name)
             if old_date != new_date and name in self.date_atoms:
                 for (op, window), entry in self.date_atoms[name]:
                     now_true = _date_truth(op, window, new_date, now)
                     if _date_truth(op, window, old_date, now) != now_true:
                         codes, lists = turned(entry, now_true)
-                        join |= codes
-                        leave |= lists
+                        join.append(codes)
+                        leave.append(lists)
         for tag in changes.tags:
             entry = self.tag_index.get(tag)
             if entry:
                 codes, lists = turned(entry, tag in tags)
-                join |= codes
-                leave |= lists
+                join.append(codes)
+                leave.append(lists)
         for lid in changes.statics:
             i = self.pos.get(lid)
             if i is not None and lid in self.static:
@@ -445,23 +467,24 @@ class CompiledTenant:
         for kind, ref, at, _ in changes.activities:
             added.setdefault(kind, []).append((ref, at))
         for kind, new in added.items():
-            for (want, window, low, high), entry in self.activity_atoms.get(kind, ()):
+            for want, window, atoms, _, _ in self.activity_groups.get(kind, ()):
                 fresh = sum(1 for ref, at in new if (want is None or want == ref)
                             and (window is None or now < at + window))
                 if not fresh:
                     continue
                 count = count_activities(acts, kind, want, window, now)
-                now_true = _in_bounds(count, low, high)
-                if _in_bounds(count - fresh, low, high) != now_true:
-                    codes, lists = turned(entry, now_true)
-                    join |= codes
-                    leave |= lists
+                for low, high, entry in atoms:
+                    now_true = _in_bounds(count, low, high)
+                    if _in_bounds(count - fresh, low, high) != now_true:
+                        codes, lists = turned(entry, now_true)
+                        join.append(codes)
+                        leave.append(lists)
         return join, leave, both
 
     def flipping(self, view, acts, moment):
-        """(join codes, leave lists, any lists) of the time predicates that change value
-        exactly at `moment` (a moment next_flip returned)."""
-        join, leave = set(), set()
+        """(join, leave, any), as from candidates(), of the time predicates that change
+        value exactly at `moment` (a moment next_flip returned)."""
+        join, leave = [], []
         DT = view[2]
         for name, atoms in self.date_atoms.items():
             date = DT.get(name)
@@ -478,41 +501,51 @@ class CompiledTenant:
                 else:
                     continue
                 codes, lists = turned(entry, now_true)
-                join |= codes
-                leave |= lists
-        for kind, atoms in self.activity_atoms.items():
+                join.append(codes)
+                leave.append(lists)
+        for kind, groups in self.activity_groups.items():
             if kind not in acts:
                 continue
-            for (ref, window, low, high), entry in atoms:
+            for ref, window, atoms, _, _ in groups:
                 if window is None:
                     continue
-                now_true = _in_bounds(count_activities(acts, kind, ref, window, moment),
-                                      low, high)
+                count = count_activities(acts, kind, ref, window, moment)
                 before = count_activities(acts, kind, ref, window, moment - 1)
-                if _in_bounds(before, low, high) != now_true:
-                    codes, lists = turned(entry, now_true)
-                    join |= codes
-                    leave |= lists
+                if count == before:
+                    continue
+                for low, high, entry in atoms:
+                    now_true = _in_bounds(count, low, high)
+                    if _in_bounds(before, low, high) != now_true:
+                        codes, lists = turned(entry, now_true)
+                        join.append(codes)
+                        leave.append(lists)
         return join, leave, _NO_LISTS
 
-    def member_indexes(self, members):
-        pos = self.pos
-        return {pos[lid] for lid in members if lid in pos}
+    def members_of(self, watch):
+        """The list ids a watch says the lead belongs to."""
+        order = self.order
+        return {order[i] for i, w in enumerate(watch) if w == ALL_TRUE}
 
-    def evaluate_dirty(self, view, tags, statics, acts, members, watch, candidates, now):
+    def evaluate_dirty(self, view, tags, statics, acts, watch, candidates, now):
         """Re-evaluate candidate lists and their cascades in dependency order.
 
-        `candidates` is (join codes, leave, any) as from `candidates()`; `members` (a set
-        of list ids) and `watch` are updated in place. Returns deltas (list id, added,
+        `candidates` is (join, leave, any) as from `candidates()`; `watch` (one byte per
+        list, ALL_TRUE for a member) is updated in place. Returns deltas (list id, added,
         depth).
         """
         join, leave, both = candidates
-        inside = self.member_indexes(members)
-        todo = (leave & inside) | both
-        for code in join:
-            i = code >> 8
-            if watch[i] == (code & 255) and i not in inside:
-                todo.add(i)
+        todo = set(both)
+        add = todo.add
+        # a join code counts only while its conjunct is the list's first false one; a
+        # member's watch is ALL_TRUE, above every slot, so members drop out here too
+        for codes in join:
+            for code in codes:
+                if watch[code >> 8] == code & 255:
+                    add(code >> 8)
+        for lists in leave:
+            for i in lists:
+                if watch[i] == ALL_TRUE:
+                    add(i)
         if not todo:
             return []
         heap = sorted(todo)
@@ -522,27 +555,21 @@ class CompiledTenant:
         out = []
         while heap:
             i = heapq.heappop(heap)
-            watch[i] = result = fns[i](C, N, DT, tags, statics, members, acts, now)
+            was = watch[i] == ALL_TRUE
+            watch[i] = result = fns[i](C, N, DT, tags, statics, watch, acts, now)
             value = result == ALL_TRUE
-            if value != (i in inside):
-                lid = order[i]
+            if value != was:
                 d = depth[i]
-                if value:
-                    members.add(lid)
-                    inside.add(i)
-                else:
-                    members.discard(lid)
-                    inside.discard(i)
-                out.append((lid, value, d))
+                out.append((order[i], value, d))
                 entry = rev.get(i)
                 if entry:
                     codes, lists = turned(entry, value)
                     for code in codes:
                         j = code >> 8
-                        if j not in inside and watch[j] == (code & 255):
+                        if watch[j] == (code & 255):
                             self._push(heap, depth, j, d + 1)
                     for j in lists:
-                        if j in inside:
+                        if watch[j] == ALL_TRUE:
                             self._push(heap, depth, j, d + 1)
         return out
 
@@ -559,44 +586,49 @@ class CompiledTenant:
     def next_flip(self, view, acts, now):
         """The earliest moment after `now` at which a time-window predicate changes value.
 
-        None when nothing can change with time alone. Exact per predicate: counts are
-        followed down as activities leave their window, dates cross their bounds.
+        None when nothing can change with time alone. Exact: a date predicate flips when
+        `now` crosses the date or the date plus a window; a count over a window drops by
+        one each time an activity leaves it, so the first flip of a group of predicates
+        on (kind, ref, window) comes from the largest bound the count can still cross.
         """
         best = math.inf
         DT = view[2]
-        for name, atoms in self.date_atoms.items():
+        for name, (has_within, windows) in self.date_windows.items():
             date = DT.get(name)
             if date is None:
                 continue
-            for (op, window), _ in atoms:
-                if op == "within_last_days" and now < date < best:
-                    best = date
-                moment = date + window
-                if now < moment < best:
-                    best = moment
-        for kind, atoms in self.activity_atoms.items():
+            if has_within and now < date < best:
+                best = date
+            k = bisect_right(windows, now - date)  # the smallest window still ahead
+            if k < len(windows) and date + windows[k] < best:
+                best = date + windows[k]
+        for kind, groups in self.timed_groups.items():
             entries = acts.get(kind)
             if not entries:
                 continue
-            by_ref = {None: [e[0] for e in entries]}  # times ascending, per campaign ref
-            for (ref, window, low, high), _ in atoms:
-                if window is None:
-                    continue
+            by_ref = {None: entries}  # (time, id, ref) ascending, per campaign ref
+            for ref, window, lows, highs in groups:
                 times = by_ref.get(ref)
                 if times is None:
-                    times = by_ref[ref] = [e[0] for e in entries if e[2] == ref]
-                start = bisect_right(times, now - window)  # the first one still inside
+                    times = by_ref[ref] = [e for e in entries if e[2] == ref]
+                start = bisect_right(times, now - window, key=_first)  # first one inside
                 count = len(times) - start
-                if high is not None and count > high:
-                    moment = times[start + count - high - 1] + window
-                elif low >= 1 and count >= low:
-                    moment = times[start + count - low] + window
-                else:
+                if not count:
                     continue
-                if moment < best:
-                    best = moment
+                # the count falls to each bound below it in turn: leaving `high` (from
+                # above) happens when count - high activities have left, reaching
+                # `low - 1` when count - low + 1 have
+                k = bisect_left(highs, count) - 1
+                if k >= 0:
+                    moment = times[start + count - highs[k] - 1][0] + window
+                    if moment < best:
+                        best = moment
+                k = bisect_right(lows, count) - 1
+                if k >= 0:
+                    moment = times[start + count - lows[k]][0] + window
+                    if moment < best:
+                        best = moment
         return None if best == math.inf else best
-
 
 def compile_definitions(definitions):
     """tenant id -> CompiledTenant for every tenant of a `Definitions`."""

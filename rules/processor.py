@@ -34,9 +34,11 @@ class LeadProcessor:
             return DUPLICATE, []
         ct = self.compiled[event.tenant_id]
         tenant, lead = event.tenant_id, event.lead_id
-        deltas = self._sync_definitions(ct, state, tenant, lead)
+        deltas = [] if state.defs_version == ct.version else \
+            self._sync_definitions(ct, state, tenant, lead)
         now = event.occurred_at if state.clock is None else max(state.clock, event.occurred_at)
-        deltas += self._advance(ct, state, tenant, lead, now)
+        if state.next_flip is not None and state.next_flip <= now:
+            deltas += self._advance(ct, state, tenant, lead, now)
         state.clock = now
         existed = state.exists
         changes = state.apply(event, ct.policies)
@@ -44,19 +46,25 @@ class LeadProcessor:
             return STALE, deltas
         if not changes and existed == state.exists:
             return APPLIED, deltas
-        view_cached = state.view_owner is ct
-        if view_cached:
+        if state.view_owner is ct:
+            # the cached view still holds the old values: read them, then update it
+            view = state.view
+            C, N, DT = view
+            old_fields = {name: (C.get(name), N.get(name), DT.get(name))
+                          for name in changes.fields}
             for name in changes.fields:
-                ct.update_view(state.view, name, state.values.get(name))
-        view = ct.view_of(state)
+                ct.update_view(view, name, state.values.get(name))
+        else:
+            view = ct.view_of(state)
+            old_fields = {name: ct.field_entry(name, old)
+                          for name, old in changes.fields.items()}
         cause, when = event.event_id, event.occurred_at
         if not state.exists:
             found = [(lid, False, 0) for lid in sorted(state.members)]
+            state.watch = None  # a lead that comes back is evaluated from scratch
         elif not existed or changes.deleted:
             found = self._full(ct, state, view, now)
         else:
-            old_fields = {name: ct.field_entry(name, old)
-                          for name, old in changes.fields.items()}
             candidates = ct.candidates(view, state.tag_set, state.acts, changes, old_fields, now)
             found = self._evaluate(ct, state, view, candidates, now)
         deltas += self._record(state, tenant, lead, found, when, cause)
@@ -139,8 +147,8 @@ class LeadProcessor:
         watch = state.watch
         if watch is None or len(watch) != ct.size:
             return self._full(ct, state, view, now)
-        return ct.evaluate_dirty(view, state.tag_set, state.static_set, state.acts,
-                                 set(state.members), watch, candidates, now)
+        return ct.evaluate_dirty(view, state.tag_set, state.static_set, state.acts, watch,
+                                 candidates, now)
 
     @staticmethod
     def _full(ct, state, view, now):

@@ -67,10 +67,16 @@ def stable_id(*parts):
     return digest.hexdigest()[:32]
 
 
-def make_delta(tenant_id, lead_id, list_id, added, event_time, cause, depth, seq=0):
+def make_delta(tenant_id, lead_id, list_id, added, event_time, cause, depth, seq=0,
+               _sha=hashlib.sha256, _new=tuple.__new__):
+    """A Delta whose id is stable_id(tenant_id, lead_id, list_id, action, cause).
+
+    Written out by hand: it runs once per delta, ~10 times per event.
+    """
     action = "added" if added else "removed"
-    return Delta(stable_id(tenant_id, lead_id, list_id, action, cause), tenant_id, lead_id,
-                 list_id, action, event_time, cause, depth, seq)
+    text = f"{tenant_id}\x1f{lead_id}\x1f{list_id}\x1f{action}\x1f{cause}"
+    return _new(Delta, (_sha(text.encode("utf-8", "surrogatepass")).hexdigest()[:32],
+                        tenant_id, lead_id, list_id, action, event_time, cause, depth, seq))
 
 
 def make_dead_letter(source, reason, payload, received_at):

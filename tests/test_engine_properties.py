@@ -85,9 +85,13 @@ def test_incremental_equals_full(doc, pair, now):
     changes = _changes_between(before, after)
     old_fields = {name: ct.field_entry(name, value) for name, value in changes.fields.items()}
     candidates = ct.candidates(view, new.tag_set, new.acts, changes, old_fields, now)
-    deltas = ct.evaluate_dirty(view, new.tag_set, new.static_set, new.acts, members, watch,
+    deltas = ct.evaluate_dirty(view, new.tag_set, new.static_set, new.acts, watch,
                                candidates, now)
     expected = evaluate_tenant(tenant, after, now)
+    assert ct.members_of(watch) == expected
+    for lid, added, _ in deltas:
+        assert (lid in members) != added, "a delta changes the membership"
+        (members.add if added else members.discard)(lid)
     assert members == expected
     fresh = bytearray(ct.size)
     ct.evaluate_all(view, new.tag_set, new.static_set, new.acts, now, fresh)

@@ -3,9 +3,12 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rules import parse_definitions
 from schemas.events import MAX_RECORD_BYTES, InvalidEvent, parse_event
+from schemas.records import Delta, make_delta, stable_id
 
 DEFS = parse_definitions({"tenants": ["acme", "quiet"], "lists": [
     {"tenant_id": "acme", "list_id": "manual", "static": True},
@@ -76,3 +79,13 @@ def test_each_type_with_its_payload():
     static = parse_event(record(type="static_list_added", list_id="manual"), DEFS)
     assert static.list_id == "manual"
     assert parse_event(record(type="lead_deleted", fields=...), DEFS).type == "lead_deleted"
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.text(), min_size=4, max_size=4), added=st.booleans())
+def test_a_delta_id_is_the_stable_id_of_what_it_says(parts, added):
+    tenant, lead, list_id, cause = parts
+    delta = make_delta(tenant, lead, list_id, added, 0, cause, 1, 2)
+    assert delta.delta_id == stable_id(tenant, lead, list_id, delta.action, cause)
+    assert delta == Delta(delta.delta_id, tenant, lead, list_id,
+                          "added" if added else "removed", 0, cause, 1, 2)
