@@ -168,6 +168,7 @@ def job_counters(result):
 
 
 def print_summary(result, sink, seconds):
+    from schemas import tables
     from storage import open_store
     counts = job_counters(result)
     read = counts.get("records_read", 0)
@@ -201,7 +202,7 @@ def print_summary(result, sink, seconds):
     try:
         totals = store.delta_counts()
         print(f"sink {sink}: {totals.get('added', 0)} added / {totals.get('removed', 0)} "
-              f"removed deltas in all, {len(store.memberships())} memberships now")
+              f"removed deltas in all, {store.count(tables.LIST_MEMBERSHIPS)} memberships now")
         sizes = store.list_sizes()[:10]
         if sizes:
             print("largest lists:")

@@ -18,11 +18,15 @@ def _json(value):
 
 
 def delta_row(delta, processed_at):
+    """The row of a Delta; `processed_at` in microseconds, or already as text (a batch
+    of rows shares one)."""
+    if not isinstance(processed_at, str):
+        processed_at = format_ts(processed_at)
     return {"delta_id": delta.delta_id, "tenant_id": delta.tenant_id,
             "lead_id": delta.lead_id, "list_id": delta.list_id, "action": delta.action,
             "event_time": format_ts(delta.event_time), "cause": delta.cause,
             "cascade_depth": delta.cascade_depth, "seq": delta.seq,
-            "processed_at": format_ts(processed_at)}
+            "processed_at": processed_at}
 
 
 def dead_letter_row(dead):
@@ -41,7 +45,8 @@ def profile_row(tenant_id, lead_id, state, updated_at):
         "activities": _json([list(a) for a in profile.activities] if profile else []),
         "memberships": _json({k: format_ts(v) for k, v in state.members.items()}),
         "clock": format_ts(state.clock) if state.clock is not None else None,
-        "state": _json(state.to_dict()), "updated_at": format_ts(updated_at),
+        "state": json.dumps(state.to_dict(), separators=(",", ":"), ensure_ascii=False),
+        "updated_at": format_ts(updated_at),
     }
 
 

@@ -15,9 +15,12 @@ import sqlite3
 import time
 
 from schemas import tables
+from rules.values import format_ts
 from storage.rows import ordered
 
 T = tables
+CACHE_KIB = 128 * 1024    # page cache per connection
+CHECKPOINT_PAGES = 20_000  # pages in the write-ahead log before it is checkpointed
 
 
 class SqliteStore:
@@ -29,6 +32,11 @@ class SqliteStore:
                                   check_same_thread=False)
         self._set_wal()
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # inserts land at random places of the delta_id index: keep its pages in memory,
+        # and checkpoint the log less often, so a page is copied back once for many
+        # inserts (the log is checkpointed and emptied when the last connection closes)
+        self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        self.db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
         for table in T.TABLES:
             self.db.execute(T.sqlite_ddl(table))
         self._insert = {table: self._insert_sql(table) for table in T.TABLES}
@@ -54,57 +62,69 @@ class SqliteStore:
 
     def write(self, batch):
         """Write {table: [row, ...]} in one transaction; returns the number of new deltas."""
+        return self._write_values(
+            [ordered(T.MEMBERSHIP_DELTAS, r) for r in batch.get(T.MEMBERSHIP_DELTAS, ())],
+            [ordered(T.DEAD_LETTERS, r) for r in batch.get(T.DEAD_LETTERS, ())],
+            [ordered(T.LEAD_PROFILES, r) for r in batch.get(T.LEAD_PROFILES, ())])
+
+    def write_deltas(self, deltas, processed_at):
+        """Write Delta records (the hot path: no row dictionaries); returns the number
+        of new ones. `processed_at` is the RFC 3339 text of the batch."""
+        return self._write_values(
+            [(d.delta_id, d.tenant_id, d.lead_id, d.list_id, d.action,
+              format_ts(d.event_time), d.cause, d.cascade_depth, d.seq, processed_at)
+             for d in deltas], (), ())
+
+    def _write_values(self, deltas, dead, profiles):
+        """Rows as tuples in column order, written in one transaction.
+
+        Everything is prepared before the write lock is taken, so that worker processes
+        writing the same file hold it only for the inserts.
+        """
+        joins, leaves = _membership_changes(deltas)  # assuming every delta is new
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            new = self._insert_deltas(batch.get(T.MEMBERSHIP_DELTAS, ()))
-            final = {(r["tenant_id"], r["list_id"], r["lead_id"]): r for r in new}
+            new = self._insert_deltas(deltas)
+            if len(new) != len(deltas):
+                joins, leaves = _membership_changes(new)
             db.executemany(
                 f"INSERT OR REPLACE INTO {T.LIST_MEMBERSHIPS} "
-                "(tenant_id, list_id, lead_id, since, seq) VALUES (?, ?, ?, ?, ?)",
-                [key + (r["event_time"], r["seq"]) for key, r in final.items()
-                 if r["action"] == "added"])
+                "(tenant_id, list_id, lead_id, since, seq) VALUES (?, ?, ?, ?, ?)", joins)
             db.executemany(
                 f"DELETE FROM {T.LIST_MEMBERSHIPS} WHERE tenant_id = ? AND list_id = ? "
-                "AND lead_id = ?",
-                [key for key, r in final.items() if r["action"] == "removed"])
-            db.executemany(self._insert[T.DEAD_LETTERS],
-                           [ordered(T.DEAD_LETTERS, r) for r in batch.get(T.DEAD_LETTERS, ())])
-            db.executemany(self._insert_sql(T.LEAD_PROFILES, "INSERT OR REPLACE"),
-                           [ordered(T.LEAD_PROFILES, r) for r in batch.get(T.LEAD_PROFILES, ())])
+                "AND lead_id = ?", leaves)
+            db.executemany(self._insert[T.DEAD_LETTERS], dead)
+            db.executemany(self._insert_sql(T.LEAD_PROFILES, "INSERT OR REPLACE"), profiles)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return len(new)
 
-    def _insert_deltas(self, rows):
+    def _insert_deltas(self, values):
         """Insert the deltas not in the table yet; return them.
 
         Fresh deltas are the common case: one plain insert of them all. Only when some
         are already there (a replay) does it find out which, and insert the others.
         """
-        if not rows:
+        if not values:
             return []
-        values = [ordered(T.MEMBERSHIP_DELTAS, r) for r in rows]
         self.db.execute("SAVEPOINT fresh")
         try:
             self.db.executemany(self._insert_sql(T.MEMBERSHIP_DELTAS, "INSERT"), values)
             self.db.execute("RELEASE fresh")
-            return list(rows)
+            return values
         except sqlite3.IntegrityError:
             self.db.execute("ROLLBACK TO fresh")
             self.db.execute("RELEASE fresh")
-        new = self._new_deltas(rows)
-        self.db.executemany(self._insert[T.MEMBERSHIP_DELTAS],
-                            [ordered(T.MEMBERSHIP_DELTAS, r) for r in new])
+        new = self._new_deltas(values)
+        self.db.executemany(self._insert[T.MEMBERSHIP_DELTAS], new)
         return new
 
-    def _new_deltas(self, rows):
-        """The rows whose delta_id is not in the table yet (nor earlier in `rows`)."""
-        if not rows:
-            return []
-        ids = [r["delta_id"] for r in rows]
+    def _new_deltas(self, values):
+        """The deltas whose delta_id is not in the table yet (nor earlier in `values`)."""
+        ids = [v[0] for v in values]
         known = set()
         for start in range(0, len(ids), 900):
             chunk = ids[start:start + 900]
@@ -112,10 +132,10 @@ class SqliteStore:
                 f"SELECT delta_id FROM {T.MEMBERSHIP_DELTAS} WHERE delta_id IN "
                 f"({', '.join('?' * len(chunk))})", chunk))
         new = []
-        for row in rows:
-            if row["delta_id"] not in known:
-                known.add(row["delta_id"])
-                new.append(row)
+        for v in values:
+            if v[0] not in known:
+                known.add(v[0])
+                new.append(v)
         return new
 
     # -- reading --------------------------------------------------------------------------
@@ -155,3 +175,12 @@ class SqliteStore:
 
     def close(self):
         self.db.close()
+
+
+def _membership_changes(deltas):
+    """(rows to upsert, keys to delete) in list_memberships from delta tuples: per
+    (tenant, list, lead), the last delta decides."""
+    final = {(d[1], d[3], d[2]): d for d in deltas}
+    joins = [key + (d[5], d[8]) for key, d in final.items() if d[4] == "added"]
+    leaves = [key for key, d in final.items() if d[4] == "removed"]
+    return joins, leaves

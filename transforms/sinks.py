@@ -12,6 +12,7 @@ import json
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from rules.values import format_ts
 from schemas import tables
 from schemas.records import make_dead_letter
 from storage import parse_sink_uri, shared_store
@@ -54,14 +55,17 @@ class WriteRowsFn(beam.DoFn):
     def _flush(self):
         if not self.batch:
             return
-        stamp = now_us()
-        rows = [self.to_row(record, stamp) for record in self.batch]
+        stamp = format_ts(now_us())
         # the store of the thread running this bundle: a DoFn instance set up on one
         # thread may run its bundles on others (portable workers' thread pools)
-        new = shared_store(self.sink).write({self.table: rows})
+        store = shared_store(self.sink)
+        if self.table == tables.MEMBERSHIP_DELTAS and hasattr(store, "write_deltas"):
+            new = store.write_deltas(self.batch, stamp)
+        else:
+            new = store.write({self.table: [self.to_row(r, stamp) for r in self.batch]})
         if self.table == tables.MEMBERSHIP_DELTAS:
             self.new_deltas.inc(new)
-        self.rows.inc(len(rows))
+        self.rows.inc(len(self.batch))
         self.batch = []
 
 
