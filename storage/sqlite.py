@@ -32,13 +32,14 @@ class SqliteStore:
                                   check_same_thread=False)
         self._set_wal()
         self.db.execute("PRAGMA synchronous=NORMAL")
-        # inserts land at random places of the delta_id index: keep its pages in memory,
-        # and checkpoint the log less often, so a page is copied back once for many
-        # inserts (the log is checkpointed and emptied when the last connection closes)
+        # keep the key indexes' pages in memory, and checkpoint the log less often, so a
+        # page is copied back once for many inserts (the log is checkpointed and emptied
+        # when the last connection closes)
         self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self.db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
         for table in T.TABLES:
-            self.db.execute(T.sqlite_ddl(table))
+            for statement in T.sqlite_ddl(table):
+                self.db.execute(statement)
         self._insert = {table: self._insert_sql(table) for table in T.TABLES}
 
     def _set_wal(self):
@@ -118,24 +119,15 @@ class SqliteStore:
         except sqlite3.IntegrityError:
             self.db.execute("ROLLBACK TO fresh")
             self.db.execute("RELEASE fresh")
-        new = self._new_deltas(values)
-        self.db.executemany(self._insert[T.MEMBERSHIP_DELTAS], new)
-        return new
-
-    def _new_deltas(self, values):
-        """The deltas whose delta_id is not in the table yet (nor earlier in `values`)."""
-        ids = [v[0] for v in values]
-        known = set()
-        for start in range(0, len(ids), 900):
-            chunk = ids[start:start + 900]
-            known.update(row[0] for row in self.db.execute(
-                f"SELECT delta_id FROM {T.MEMBERSHIP_DELTAS} WHERE delta_id IN "
-                f"({', '.join('?' * len(chunk))})", chunk))
+        # some are known: insert one by one, keeping those that went in (a conflict on
+        # the key is skipped; any other constraint still fails the write)
+        cursor = self.db.cursor()
+        sql = self._insert_sql(T.MEMBERSHIP_DELTAS, "INSERT") + " ON CONFLICT DO NOTHING"
         new = []
-        for v in values:
-            if v[0] not in known:
-                known.add(v[0])
-                new.append(v)
+        for value in values:
+            cursor.execute(sql, value)
+            if cursor.rowcount == 1:
+                new.append(value)
         return new
 
     # -- reading --------------------------------------------------------------------------
