@@ -1,7 +1,7 @@
 """Streaming latency: publish to pstest at steady rates, time each delta into SQLite.
 
 Usage: python -m bench.stream_bench [--rates 100,500,2000] [--seconds 60] [--drain 60]
-       [--flips 20] [--flip-load 0] [--runner DirectRunner]
+       [--flips 20] [--flip-load 0] [--runner DirectRunner] [--job-arg=--OPTION=VALUE]
 
 Starts Google's pstest Pub/Sub fake server (built from tools/pstest into .cache/bin if
 missing), points PUBSUB_EMULATOR_HOST at it, and for each rate runs a fresh
@@ -88,7 +88,7 @@ def runner_args(runner):
 class Job:
     """`python -m pipeline stream` on a new topic and SQLite file, in its own group."""
 
-    def __init__(self, folder, name, runner):
+    def __init__(self, folder, name, runner, extra=()):
         from pipeline import pubsub
         self.topic = f"projects/bench-project/topics/{name}-{uuid.uuid4().hex[:8]}"
         pubsub.ensure_topic(self.topic)
@@ -102,7 +102,7 @@ class Job:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "stream", "--topic", self.topic,
              "--lists", os.path.join(folder, "lists.json"), "--sink", f"sqlite:///{self.db}",
-             *runner_args(runner)],
+             *runner_args(runner), *extra],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.watcher = DeltaWatcher(self.db)
 
@@ -388,6 +388,9 @@ def main(argv=None):
                         choices=parts.RUNNERS)
     parser.add_argument("--startup", type=float, default=300,
                         help="seconds a job may take to write its first delta")
+    parser.add_argument("--job-arg", action="append", default=[],
+                        help="an extra option for the job (repeatable), e.g. "
+                             "--job-arg=--max_bundle_time_millis=100")
     parser.add_argument("--data", default=os.path.join(ROOT, ".cache", "bench-stream"))
     args = parser.parse_args(argv)
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
@@ -408,7 +411,7 @@ def main(argv=None):
         os.environ["PUBSUB_EMULATOR_HOST"] = address
         client = publisher_client()
         for n, rate in enumerate(rates):
-            job = Job(args.data, f"rate-{rate}", args.runner)
+            job = Job(args.data, f"rate-{rate}", args.runner, args.job_arg)
             startup = warm_up(job, client, args.startup)
             print(f"{rate} events/s: job up in {startup:.1f}s (log {job.log_path})",
                   file=sys.stderr)
