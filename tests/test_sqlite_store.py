@@ -54,3 +54,31 @@ def test_delta_records_and_rows_write_the_same_tables(tmp_path_factory, batches)
     assert fast.memberships() == set(members)
     assert new_fast == len(seen)
     assert fast.count(tables.MEMBERSHIP_DELTAS) == len(seen)
+
+
+def test_a_file_with_the_earlier_keys_still_takes_writes_and_replays(tmp_path):
+    """Files made before the tables were keyed by lead have delta_id and (tenant, list,
+    lead) as their keys; writing, replaying and reading them works the same."""
+    import sqlite3
+    path = str(tmp_path / "old.db")
+    db = sqlite3.connect(path)
+    for name in tables.TABLES:
+        ddl = tables.sqlite_ddl(name)[0]
+        keys = ", ".join(tables.KEYS[name])
+        db.execute(ddl.replace(f"PRIMARY KEY ({', '.join(tables.SQLITE_KEYS[name])})",
+                               f"PRIMARY KEY ({keys})"))
+    db.commit()
+    db.close()
+    first = [make_delta("t1", "L1", "a", True, 1, "e1", 0, 1),
+             make_delta("t1", "L1", "b", True, 1, "e1", 0, 2),
+             make_delta("t1", "L2", "a", True, 2, "e2", 0, 1)]
+    later = [make_delta("t1", "L1", "a", False, 3, "e3", 0, 3)]
+    store = SqliteStore(path)
+    assert "PRIMARY KEY (delta_id)" in store.db.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'membership_deltas'").fetchone()[0]
+    stamp = format_ts(STAMP)
+    assert store.write_deltas(first, stamp) == 3
+    assert store.write_deltas(first + later, stamp) == 1  # a replay plus one new delta
+    assert store.count(tables.MEMBERSHIP_DELTAS) == 4
+    assert store.memberships() == {("t1", "b", "L1"), ("t1", "a", "L2")}
+    assert [size for _, lid, size in store.list_sizes() if lid == "a"] == [1]
