@@ -18,6 +18,7 @@ import heapq
 import math
 import re
 from bisect import bisect_left, bisect_right
+from operator import itemgetter
 
 from rules.definitions import (DATE_OPS, EMPTY_OPS, NUMERIC_OPS, SCALAR_OPS, SET_OPS,
                                TenantDefs, activity_bounds)
@@ -52,8 +53,7 @@ def count_activities(acts, kind, ref, window, now):
     return count
 
 
-def _first(entry):
-    return entry[0]
+_first = itemgetter(0)  # an activity entry's time
 
 
 _NO_LISTS = frozenset()
@@ -92,8 +92,19 @@ def _mark(table, key, code, joins):
     entry[side + 1].add(code >> 8)
 
 
+def _frozen(entry):
+    """An entry of `_mark` for lookups: join codes become (list, slot) pairs, all sorted
+    tuples (a pair is checked against the lead's watch without arithmetic)."""
+    join_codes, join_lists, leave_codes, leave_lists = entry
+    return (tuple((code >> 8, code & 255) for code in sorted(join_codes)),
+            tuple(sorted(join_lists)),
+            tuple((code >> 8, code & 255) for code in sorted(leave_codes)),
+            tuple(sorted(leave_lists)))
+
+
 def turned(entry, true):
-    """(codes that may join, lists that may leave) when the predicate turns true/false."""
+    """((list, slot) pairs that may join, lists that may leave) when the predicate turns
+    true/false."""
     return (entry[0], entry[3]) if true else (entry[2], entry[1])
 
 
@@ -255,8 +266,17 @@ class CompiledTenant:
         self._full = namespace["_full"]
         self.sources = bodies
 
-        self.rev = {i: tuple(tuple(sorted(part)) for part in entry)
-                    for i, entry in self.rev.items()}
+        # every index entry from here on: ((list, slot) pairs that may join, lists, the
+        # same for leaving), see _frozen
+        self.rev = {i: _frozen(entry) for i, entry in self.rev.items()}
+        for table in (self.empty_index, self.tag_index, self.num_all,
+                      *self.eq_index.values()):
+            for key, entry in table.items():
+                table[key] = _frozen(entry)
+        for tables in (self.string_atoms, self.date_atoms, self.activity_atoms):
+            for atoms in tables.values():
+                for key, entry in atoms.items():
+                    atoms[key] = _frozen(entry)
         self.size = size
         for name, entries in self.thresholds.items():
             entries.sort(key=lambda e: e[0])
@@ -265,7 +285,7 @@ class CompiledTenant:
             runs = []
             for joins in (True, False):
                 picked = [e for e in entries if e[2] == joins]
-                runs.append(([e[0] for e in picked], [e[1] for e in picked],
+                runs.append(([e[0] for e in picked], [(e[1] >> 8, e[1] & 255) for e in picked],
                              [e[1] >> 8 for e in picked]))
             self.thresholds[name] = runs
         self.string_atoms = {name: [(self.string_checks[(name, key)], entry)
@@ -394,7 +414,7 @@ class CompiledTenant:
     def candidates(self, view, tags, acts, changes, old_fields, now):
         """(join, leave, any): what may change because of `changes`.
 
-        `join` is a list of collections of codes (list << 8 | slot) of lists that can only
+        `join` is a list of collections of (list, slot) pairs of lists that can only
         join (a predicate turned true un-negated, or false under a `not`), `leave` a list
         of collections of list indexes that can only leave, `any` a set of list indexes
         that may do either. Collections are the indexes' own, never copied.
@@ -538,10 +558,10 @@ class CompiledTenant:
         add = todo.add
         # a join code counts only while its conjunct is the list's first false one; a
         # member's watch is ALL_TRUE, above every slot, so members drop out here too
-        for codes in join:
-            for code in codes:
-                if watch[code >> 8] == code & 255:
-                    add(code >> 8)
+        for pairs in join:
+            for i, slot in pairs:
+                if watch[i] == slot:
+                    add(i)
         for lists in leave:
             for i in lists:
                 if watch[i] == ALL_TRUE:
@@ -563,10 +583,9 @@ class CompiledTenant:
                 out.append((order[i], value, d))
                 entry = rev.get(i)
                 if entry:
-                    codes, lists = turned(entry, value)
-                    for code in codes:
-                        j = code >> 8
-                        if watch[j] == (code & 255):
+                    pairs, lists = turned(entry, value)
+                    for j, slot in pairs:
+                        if watch[j] == slot:
                             self._push(heap, depth, j, d + 1)
                     for j in lists:
                         if watch[j] == ALL_TRUE:
