@@ -649,6 +649,7 @@ class CompiledTenant:
                         best = moment
         return None if best == math.inf else best
 
+
 def compile_definitions(definitions):
     """tenant id -> CompiledTenant for every tenant of a `Definitions`."""
     return {tid: CompiledTenant(tenant, definitions.version)

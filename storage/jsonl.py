@@ -15,6 +15,7 @@ import os
 import uuid
 
 from schemas import tables
+from storage.rows import delta_values
 
 T = tables
 
@@ -38,6 +39,12 @@ class JsonlStore:
                     handle.write("\n")
             os.replace(name + ".tmp", name)  # readers never see half a file
         return len(batch.get(T.MEMBERSHIP_DELTAS, ()))
+
+    def write_deltas(self, deltas, processed_at):
+        """Write Delta records; `processed_at` is the RFC 3339 text of the batch."""
+        columns = T.column_names(T.MEMBERSHIP_DELTAS)
+        rows = [dict(zip(columns, delta_values(d, processed_at))) for d in deltas]
+        return self.write({T.MEMBERSHIP_DELTAS: rows})
 
     def _raw(self, table):
         for name in sorted(glob.glob(os.path.join(self.folder, table, "part-*.jsonl"))):

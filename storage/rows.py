@@ -17,16 +17,18 @@ def _json(value):
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
+def delta_values(delta, processed_at):
+    """The values of a Delta's row in the table's column order; `processed_at` is the
+    RFC 3339 text of the batch (one for all its rows)."""
+    return (delta.delta_id, delta.tenant_id, delta.lead_id, delta.list_id, delta.action,
+            format_ts(delta.event_time), delta.cause, delta.cascade_depth, delta.seq,
+            processed_at)
+
+
 def delta_row(delta, processed_at):
-    """The row of a Delta; `processed_at` in microseconds, or already as text (a batch
-    of rows shares one)."""
-    if not isinstance(processed_at, str):
-        processed_at = format_ts(processed_at)
-    return {"delta_id": delta.delta_id, "tenant_id": delta.tenant_id,
-            "lead_id": delta.lead_id, "list_id": delta.list_id, "action": delta.action,
-            "event_time": format_ts(delta.event_time), "cause": delta.cause,
-            "cascade_depth": delta.cascade_depth, "seq": delta.seq,
-            "processed_at": processed_at}
+    """The row of a Delta, `processed_at` in microseconds."""
+    return dict(zip(_COLUMNS[tables.MEMBERSHIP_DELTAS],
+                    delta_values(delta, format_ts(processed_at))))
 
 
 def dead_letter_row(dead):

@@ -15,8 +15,7 @@ import sqlite3
 import time
 
 from schemas import tables
-from rules.values import format_ts
-from storage.rows import ordered
+from storage.rows import delta_values, ordered
 
 T = tables
 CACHE_KIB = 128 * 1024    # page cache per connection
@@ -71,10 +70,7 @@ class SqliteStore:
     def write_deltas(self, deltas, processed_at):
         """Write Delta records (the hot path: no row dictionaries); returns the number
         of new ones. `processed_at` is the RFC 3339 text of the batch."""
-        return self._write_values(
-            [(d.delta_id, d.tenant_id, d.lead_id, d.list_id, d.action,
-              format_ts(d.event_time), d.cause, d.cascade_depth, d.seq, processed_at)
-             for d in deltas], (), ())
+        return self._write_values([delta_values(d, processed_at) for d in deltas], (), ())
 
     def _write_values(self, deltas, dead, profiles):
         """Rows as tuples in column order, written in one transaction.
@@ -169,10 +165,15 @@ class SqliteStore:
         self.db.close()
 
 
+_AT = {name: i for i, name in enumerate(T.column_names(T.MEMBERSHIP_DELTAS))}
+
+
 def _membership_changes(deltas):
     """(rows to upsert, keys to delete) in list_memberships from delta tuples: per
     (tenant, list, lead), the last delta decides."""
-    final = {(d[1], d[3], d[2]): d for d in deltas}
-    joins = [key + (d[5], d[8]) for key, d in final.items() if d[4] == "added"]
-    leaves = [key for key, d in final.items() if d[4] == "removed"]
+    tenant, list_id, lead = _AT["tenant_id"], _AT["list_id"], _AT["lead_id"]
+    action, since, seq = _AT["action"], _AT["event_time"], _AT["seq"]
+    final = {(d[tenant], d[list_id], d[lead]): d for d in deltas}
+    joins = [key + (d[since], d[seq]) for key, d in final.items() if d[action] == "added"]
+    leaves = [key for key, d in final.items() if d[action] == "removed"]
     return joins, leaves

@@ -28,9 +28,8 @@ class WriteRowsFn(beam.DoFn):
     """Writes the records of one table; one instance per table keeps each writer fused
     with the step that produces its records (no shuffle before the sink)."""
 
-    _ROWS = {tables.MEMBERSHIP_DELTAS: delta_row,
-             tables.DEAD_LETTERS: lambda dead, stamp: dead_letter_row(dead),
-             tables.LEAD_PROFILES: lambda row, stamp: row}
+    _ROWS = {tables.DEAD_LETTERS: dead_letter_row,
+             tables.LEAD_PROFILES: lambda row: row}
 
     def __init__(self, sink, table):
         self.sink = sink
@@ -39,7 +38,7 @@ class WriteRowsFn(beam.DoFn):
         self.rows = Metrics.counter(NAMESPACE, "sink_rows")
 
     def setup(self):
-        self.to_row = self._ROWS[self.table]
+        self.to_row = self._ROWS.get(self.table)  # deltas go as records
 
     def start_bundle(self):
         self.batch = []
@@ -55,16 +54,13 @@ class WriteRowsFn(beam.DoFn):
     def _flush(self):
         if not self.batch:
             return
-        stamp = format_ts(now_us())
         # the store of the thread running this bundle: a DoFn instance set up on one
         # thread may run its bundles on others (portable workers' thread pools)
         store = shared_store(self.sink)
-        if self.table == tables.MEMBERSHIP_DELTAS and hasattr(store, "write_deltas"):
-            new = store.write_deltas(self.batch, stamp)
-        else:
-            new = store.write({self.table: [self.to_row(r, stamp) for r in self.batch]})
         if self.table == tables.MEMBERSHIP_DELTAS:
-            self.new_deltas.inc(new)
+            self.new_deltas.inc(store.write_deltas(self.batch, format_ts(now_us())))
+        else:
+            store.write({self.table: [self.to_row(r) for r in self.batch]})
         self.rows.inc(len(self.batch))
         self.batch = []
 
