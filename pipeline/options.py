@@ -42,6 +42,23 @@ class DynListsOptions(PipelineOptions):
                                 "empty (auto: yes for stream, no for backfill)")
 
 
+class FlinkBundleOptions(PipelineOptions):
+    """Options of Beam's Flink runner that its Python options lack; the job server reads
+    them from the pipeline options by name (max_bundle_size -> maxBundleSize)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        group = parser.add_argument_group("Flink bundles")
+        group.add_argument("--max_bundle_size", type=int, default=None,
+                           help="FlinkRunner: most elements in a bundle (Flink's default "
+                                "1000)")
+        group.add_argument("--max_bundle_time_mills", type=int, default=None,
+                           help="FlinkRunner: longest a bundle stays open, in ms (Flink's "
+                                "default 1000); a streaming stage's output waits for it")
+        group.add_argument("--checkpointing_interval", type=int, default=None,
+                           help="FlinkRunner: ms between checkpoints (default: none)")
+
+
 def _known_parser():
     # Runner modules register their own option classes when imported.
     import apache_beam.runners.portability.flink_runner  # noqa: F401

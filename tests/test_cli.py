@@ -89,3 +89,25 @@ def test_backfill_then_explain(tmp_path):
     missing = run("explain", "--lists", LISTS, "--sink", f"sqlite:///{db}",
                   "--tenant", "acme", "--lead", "nobody")
     assert missing.returncode == 2 and "no profile of lead 'nobody'" in missing.stderr
+
+
+def test_flink_bundle_options_reach_the_job_server():
+    """Flink's bundle size and time are options of its Java job server that Beam's Python
+    options lack: the command line accepts them and they travel in the pipeline options
+    the job server reads (beam:option:<name>:v1), which is how Flink picks them up."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    from pipeline.options import check_arguments
+    args = ["--runner=FlinkRunner", "--max_bundle_time_mills=50", "--max_bundle_size=200",
+            "--checkpointing_interval=10000"]
+    check_arguments(args)  # raises UsageError on an unknown argument
+    encoded = JobServiceHandle.encode_pipeline_options(PipelineOptions(args).get_all_options())
+    assert encoded["beam:option:max_bundle_time_mills:v1"] == "50"
+    assert encoded["beam:option:max_bundle_size:v1"] == "200"
+    assert encoded["beam:option:checkpointing_interval:v1"] == "10000"
+    # left out, Flink keeps its own defaults: nothing is sent
+    untouched = JobServiceHandle.encode_pipeline_options(
+        PipelineOptions(["--runner=FlinkRunner"]).get_all_options())
+    assert not {"beam:option:max_bundle_time_mills:v1", "beam:option:max_bundle_size:v1",
+                "beam:option:checkpointing_interval:v1"} & set(untouched)

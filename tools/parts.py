@@ -120,6 +120,9 @@ def runner_args(runner, prism=None, flink_jar=None):
         return ["--runner=PrismRunner", f"--prism_location={prism}",
                 "--environment_type=LOOPBACK"]
     if runner == "FlinkRunner":
+        # a streaming stage's output waits for its bundle to close: Flink's 1 s default
+        # is most of the latency at low rates
         return ["--runner=FlinkRunner", "--flink_master=[local]", "--parallelism=2",
-                "--environment_type=LOOPBACK", f"--flink_job_server_jar={flink_jar}"]
+                "--max_bundle_time_mills=100", "--environment_type=LOOPBACK",
+                f"--flink_job_server_jar={flink_jar}"]
     raise ValueError(f"unknown runner {runner!r}; one of {', '.join(RUNNERS)}")
