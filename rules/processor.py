@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from rules.compiler import compile_definitions
 from rules.values import format_ts
-from schemas.records import make_delta
+from schemas.records import DEFINITION_CAUSE, make_delta
 
 APPLIED, DUPLICATE, STALE = "applied", "duplicate", "stale"
 _NONE = frozenset()
@@ -88,7 +88,7 @@ class LeadProcessor:
         """Bring a lead in line with these definitions (its tenant may be gone)."""
         ct = self.compiled.get(tenant)
         if ct is None:
-            cause = f"definition:{self.version}"
+            cause = f"{DEFINITION_CAUSE}{self.version}"
             found = [(lid, False, 0) for lid in sorted(state.members)]
             state.defs_version = self.version
             return self._record(state, tenant, lead, found, state.clock or 0, cause)
@@ -124,7 +124,8 @@ class LeadProcessor:
             state.next_flip = ct.next_flip(ct.view_of(state), state.acts, state.clock)
         elif not ct.has_time:
             state.next_flip = None
-        return self._record(state, tenant, lead, found, state.clock, f"definition:{ct.version}")
+        return self._record(state, tenant, lead, found, state.clock,
+                            f"{DEFINITION_CAUSE}{ct.version}")
 
     def _advance(self, ct, state, tenant, lead, now):
         """Evaluate each time-window flip up to `now`, in time order."""

@@ -1,11 +1,13 @@
 """The embedded sink: one SQLite file holding the four tables.
 
 A batch of rows is written in one transaction, with one statement per table and kind of
-change. A delta changes `list_memberships` only when it is new to `membership_deltas`,
-so writing the same deltas twice (a replay, a retried bundle) changes nothing; within a
-batch the last new delta of a (tenant, list, lead) decides. A lead's deltas arrive in
-the order they were made: the writing step is fused with the step that makes them. WAL
-mode and a busy timeout let several worker processes write to the same file.
+change. In `list_memberships` the last delta of a batch for a (tenant, list, lead)
+decides, whether `membership_deltas` had it already or not: writing the same deltas
+twice (a replay, a retried bundle) changes nothing, and a backfill run again with more
+events (its deltas a lead's whole history, some known, some new) leaves each lead as its
+last delta says, not as its last *new* delta says. A lead's deltas arrive in the order
+they were made: the writing step is fused with the step that makes them. WAL mode and a
+busy timeout let several worker processes write to the same file.
 """
 
 from __future__ import annotations
@@ -78,13 +80,11 @@ class SqliteStore:
         Everything is prepared before the write lock is taken, so that worker processes
         writing the same file hold it only for the inserts.
         """
-        joins, leaves = _membership_changes(deltas)  # assuming every delta is new
+        joins, leaves = _membership_changes(deltas)
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
             new = self._insert_deltas(deltas)
-            if len(new) != len(deltas):
-                joins, leaves = _membership_changes(new)
             db.executemany(
                 f"INSERT OR REPLACE INTO {T.LIST_MEMBERSHIPS} "
                 "(tenant_id, list_id, lead_id, since, seq) VALUES (?, ?, ?, ?, ?)", joins)

@@ -82,10 +82,19 @@ def test_each_type_with_its_payload():
 
 
 @settings(max_examples=300, deadline=None)
-@given(parts=st.lists(st.text(), min_size=4, max_size=4), added=st.booleans())
-def test_a_delta_id_is_the_stable_id_of_what_it_says(parts, added):
+@given(parts=st.lists(st.text(), min_size=4, max_size=4), added=st.booleans(),
+       kind=st.sampled_from(["", "timer:", "definition:"]), seq=st.integers(1, 10 ** 6))
+def test_a_delta_id_is_the_stable_id_of_what_it_says(parts, added, kind, seq):
     tenant, lead, list_id, cause = parts
-    delta = make_delta(tenant, lead, list_id, added, 0, cause, 1, 2)
-    assert delta.delta_id == stable_id(tenant, lead, list_id, delta.action, cause)
+    cause = kind + cause
+    delta = make_delta(tenant, lead, list_id, added, 0, cause, 1, seq)
+    expected = (stable_id(tenant, lead, list_id, delta.action, cause, str(seq))
+                if kind == "definition:" else
+                stable_id(tenant, lead, list_id, delta.action, cause))
+    assert delta.delta_id == expected
     assert delta == Delta(delta.delta_id, tenant, lead, list_id,
-                          "added" if added else "removed", 0, cause, 1, 2)
+                          "added" if added else "removed", 0, cause, 1, seq)
+    # an event's or a timer's change has one id whatever the lead's seq; a definition
+    # change's id follows the seq, so a version that comes back is a new row
+    again = make_delta(tenant, lead, list_id, added, 0, cause, 1, seq + 1)
+    assert (again.delta_id == delta.delta_id) == (kind != "definition:")

@@ -1,5 +1,6 @@
 """The SQLite store: the fast path for delta records writes exactly what the row path
-writes, and memberships follow the first occurrence of each delta, in order."""
+writes, and memberships follow the deltas in order, known ones included; a sink keeps
+up with definitions that come back and with a backfill run again with more events."""
 
 import itertools
 
@@ -40,11 +41,9 @@ def test_delta_records_and_rows_write_the_same_tables(tmp_path_factory, batches)
     assert new_fast == new_rows
     for name in (tables.MEMBERSHIP_DELTAS, tables.LIST_MEMBERSHIPS):
         assert table(fast, name) == table(rows, name)
-    # memberships: fold each delta the first time its id is seen, in order
+    # memberships: every delta in order, known or new (the last of a batch decides)
     seen, members = set(), {}
     for delta in itertools.chain.from_iterable(batches):
-        if delta.delta_id in seen:
-            continue
         seen.add(delta.delta_id)
         key = (delta.tenant_id, delta.list_id, delta.lead_id)
         if delta.action == "added":
@@ -82,3 +81,55 @@ def test_a_file_with_the_earlier_keys_still_takes_writes_and_replays(tmp_path):
     assert store.count(tables.MEMBERSHIP_DELTAS) == 4
     assert store.memberships() == {("t1", "b", "L1"), ("t1", "a", "L2")}
     assert [size for _, lid, size in store.list_sizes() if lid == "a"] == [1]
+
+
+def _scenario_processor(bound):
+    from rules import LeadProcessor, parse_definitions
+    return LeadProcessor(parse_definitions({"lists": [{
+        "tenant_id": "t", "list_id": "high", "name": "high",
+        "rules": {"field": "score", "op": "gt", "value": bound}}]}))
+
+
+def _upsert(processor, event_id, day, score):
+    import json
+
+    from schemas.events import parse_event
+    return parse_event(json.dumps({
+        "event_id": event_id, "tenant_id": "t", "lead_id": "x", "type": "lead_upserted",
+        "occurred_at": f"2024-01-0{day}T00:00:00Z", "fields": {"score": score}}),
+        processor.definitions)
+
+
+def test_definitions_that_come_back_keep_the_sink_with_the_state(tmp_path):
+    """v1 -> v2 -> v1 -> v2: the second roll-out of v2 removes the lead again; that
+    delta is a new row, and the sink's memberships are the state's at every step."""
+    from rules import LeadState
+    v1, v2 = _scenario_processor(50), _scenario_processor(70)
+    store, state = SqliteStore(str(tmp_path / "s.db")), LeadState()
+    stamp = format_ts(STAMP)
+    _, deltas = v1.on_event(state, _upsert(v1, "e1", 1, 60))
+    store.write_deltas(deltas, stamp)
+    written = len(deltas)
+    for processor in (v2, v1, v2):
+        deltas = processor.on_definitions(state, "t", "x")
+        assert len(deltas) == 1
+        assert store.write_deltas(deltas, stamp) == 1
+        written += 1
+        assert store.memberships() == {("t", lid, "x") for lid in state.members}
+    assert store.count(tables.MEMBERSHIP_DELTAS) == written == 4
+    assert not state.members
+
+
+def test_a_backfill_run_again_with_an_older_event_ends_where_its_history_ends(tmp_path):
+    """Run 1: e1 (joins), e2 (leaves). Run 2 adds an older e0: its history is e0 (joins),
+    e1 (no change), e2 (leaves, a delta the sink has). The lead is not a member."""
+    from rules import LeadState
+    processor = _scenario_processor(50)
+    store = SqliteStore(str(tmp_path / "s.db"))
+    run1 = [_upsert(processor, "e1", 2, 60), _upsert(processor, "e2", 3, 10)]
+    run2 = [_upsert(processor, "e0", 1, 70)] + run1
+    for events in (run1, run2):
+        state = LeadState()
+        _, deltas = processor.run_history(state, events)
+        store.write_deltas(deltas, format_ts(STAMP))
+        assert store.memberships() == {("t", lid, "x") for lid in state.members} == set()
