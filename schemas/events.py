@@ -57,7 +57,30 @@ def decode(payload):
         raise InvalidEvent("not_json", "not JSON: nested too deeply") from None
     if not isinstance(record, dict):
         raise InvalidEvent("not_object", "record is not a JSON object")
+    if "\\ud" in payload or "\\uD" in payload:  # only escapes make lone surrogates
+        try:
+            _no_lone_surrogates(record)
+        except RecursionError:
+            raise InvalidEvent("not_json", "not JSON: nested too deeply") from None
     return record
+
+
+def _no_lone_surrogates(value):
+    """JSON may escape half of a UTF-16 pair (\\ud800) on its own: that is no character,
+    and no table can store it, so the record is refused here rather than at the sink."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise InvalidEvent("not_utf8", f"record holds a lone surrogate escape "
+                                           f"(\\u{ord(value[err.start]):04x})") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_lone_surrogates(key)
+            _no_lone_surrogates(item)
+    elif isinstance(value, list):
+        for item in value:
+            _no_lone_surrogates(item)
 
 
 def to_event(record, definitions=None):

@@ -36,6 +36,11 @@ def test_a_good_event():
     assert event.lead_key == "acme/L1"
 
 
+def test_a_surrogate_pair_escape_is_one_character():
+    event = parse_event(record(lead_id="L\U0001F600").encode(), DEFS)  # "\ud83d\ude00"
+    assert event.lead_id == "L\U0001F600"
+
+
 def test_a_tenant_without_lists_is_known_when_declared():
     assert parse_event(record(tenant_id="quiet"), DEFS).tenant_id == "quiet"
 
@@ -43,6 +48,8 @@ def test_a_tenant_without_lists_is_known_when_declared():
 @pytest.mark.parametrize("payload, code", [
     (b"not json", "not_json"),
     (b"\xff\xfe{}", "not_utf8"),
+    (record(lead_id="x\ud800"), "not_utf8"),  # JSON escapes half a UTF-16 pair
+    (record(fields={"state": ["NY", {"\udc00": 1}]}), "not_utf8"),
     (b"[1, 2]", "not_object"),
     (record(event_id=...), "missing_field"),
     (record(occurred_at=...), "missing_field"),
