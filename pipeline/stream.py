@@ -107,13 +107,15 @@ def sweep_leads(doc, sink, topic, label="sweep"):
     from pipeline import pubsub
     from storage import open_store
     from transforms.pubsub import sweep_message
+    issued_at = int(time.time() * 1e6)  # the file held doc at this moment or earlier
     store = open_store(sink)
     try:
         leads = sorted(store.lead_keys())
     finally:
         store.close()
     chunks = [leads[i:i + SWEEP_BATCH] for i in range(0, len(leads), SWEEP_BATCH)]
-    pubsub.publish(topic, (sweep_message(doc.version, chunk, doc.text) for chunk in chunks),
+    pubsub.publish(topic, (sweep_message(doc.version, chunk, doc.text, issued_at)
+                           for chunk in chunks),
                    label=label)
     return len(leads)
 

@@ -12,7 +12,7 @@ from rules.compiler import compile_definitions
 from rules.values import format_ts
 from schemas.records import DEFINITION_CAUSE, make_delta
 
-APPLIED, DUPLICATE, STALE = "applied", "duplicate", "stale"
+APPLIED, DUPLICATE, STALE, NO_TENANT = "applied", "duplicate", "stale", "no_tenant"
 _NONE = frozenset()
 
 
@@ -32,8 +32,12 @@ class LeadProcessor:
         """Merge `event` into `state`; return (outcome, deltas)."""
         if state.is_duplicate(event):
             return DUPLICATE, []
-        ct = self.compiled[event.tenant_id]
+        ct = self.compiled.get(event.tenant_id)
         tenant, lead = event.tenant_id, event.lead_id
+        if ct is None:
+            # validated against definitions that had the tenant, evaluated after they
+            # dropped it: the lead leaves its lists, as a sweep would have it
+            return NO_TENANT, self.on_definitions(state, tenant, lead)
         deltas = [] if state.defs_version == ct.version else \
             self._sync_definitions(ct, state, tenant, lead)
         now = event.occurred_at if state.clock is None else max(state.clock, event.occurred_at)
@@ -76,8 +80,8 @@ class LeadProcessor:
     def on_timer(self, state, tenant, lead, now):
         """A timer fired at `now`: deltas of every time-window flip up to then."""
         ct = self.compiled.get(tenant)
-        if ct is None:
-            return []
+        if ct is None:  # the tenant is gone: its lists with it, and nothing flips
+            return self.on_definitions(state, tenant, lead)
         deltas = self._sync_definitions(ct, state, tenant, lead)
         deltas += self._advance(ct, state, tenant, lead, now)
         if state.clock is not None and now > state.clock:
@@ -91,6 +95,7 @@ class LeadProcessor:
             cause = f"{DEFINITION_CAUSE}{self.version}"
             found = [(lid, False, 0) for lid in sorted(state.members)]
             state.defs_version = self.version
+            state.next_flip = None
             return self._record(state, tenant, lead, found, state.clock or 0, cause)
         return self._sync_definitions(ct, state, tenant, lead)
 
@@ -100,7 +105,7 @@ class LeadProcessor:
         Sorting makes the deltas of a replay identical to the first run's, so their ids
         match and the sink adds nothing. Returns ({outcome: count}, deltas).
         """
-        outcomes = {APPLIED: 0, DUPLICATE: 0, STALE: 0}
+        outcomes = {APPLIED: 0, DUPLICATE: 0, STALE: 0, NO_TENANT: 0}
         deltas = []
         for event in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
             outcome, found = self.on_event(state, event)

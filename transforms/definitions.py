@@ -53,11 +53,13 @@ class ProcessorCache:
         self.path = path
         self.refresh = refresh_seconds
         self.processor = None
+        self.loaded_at = 0  # microseconds since the epoch when `processor` was taken up
         self._checked = 0.0
         self._file_text = None
         self._lock = threading.RLock()
         self.rejected = Metrics.counter(NAMESPACE, "definitions_rejected")
         self.loaded = Metrics.counter(NAMESPACE, "definitions_loaded")
+        self.stale_sweeps = Metrics.counter(NAMESPACE, "sweeps_stale")
 
     def get(self, doc):
         """The processor of a given document (the batch side input)."""
@@ -66,12 +68,32 @@ class ProcessorCache:
             processor = self.install(doc)
         return processor
 
-    def install(self, doc):
+    def install(self, doc, issued_at=None):
         with self._lock:
             if self.processor is None or self.processor.version != doc.version:
-                self.processor = LeadProcessor(definitions_from_text(doc.text))
-                self.loaded.inc()
+                self._take(LeadProcessor(definitions_from_text(doc.text)), issued_at)
             return self.processor
+
+    def for_sweep(self, sweep):
+        """Streaming: the processor to bring a swept lead in line with.
+
+        A sweep's document is installed when it is newer than the one in use (issued
+        after it was taken up); a sweep issued earlier is late or re-delivered, and the
+        lead is brought in line with the current definitions instead. A sweep without a
+        document or an issue time uses the current definitions / is installed as it is.
+        """
+        current = self.current()
+        if sweep.text is None or current.version == sweep.version:
+            return current
+        if sweep.issued_at is not None and sweep.issued_at <= self.loaded_at:
+            self.stale_sweeps.inc()
+            return current
+        return self.install(DefinitionsDoc(sweep.version, sweep.text), sweep.issued_at)
+
+    def _take(self, processor, issued_at=None):
+        self.processor = processor
+        self.loaded_at = max(self.loaded_at, issued_at or int(time.time() * 1e6))
+        self.loaded.inc()
 
     def current(self):
         """Streaming: the newest good definitions, re-reading the file when it is time."""
@@ -99,8 +121,7 @@ class ProcessorCache:
             self._reject(err)
             return
         if self.processor is None or self.processor.version != definitions.version:
-            self.processor = LeadProcessor(definitions)
-            self.loaded.inc()
+            self._take(LeadProcessor(definitions))
             _LOG.warning("definitions %s loaded from %s", definitions.version, self.path)
 
     def _reject(self, err):

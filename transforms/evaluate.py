@@ -27,7 +27,7 @@ from schemas.records import ChangeEvent, Sweep, split_lead_key
 from storage import shared_store
 from storage.rows import profile_row, state_from_row
 from transforms import coders  # noqa: F401 - registers the event coder
-from transforms.definitions import NAMESPACE, DefinitionsDoc, shared_cache
+from transforms.definitions import NAMESPACE, shared_cache
 
 DELTAS = "deltas"
 PROFILES = "profiles"
@@ -55,7 +55,7 @@ class _Counters:
 
     def __init__(self):
         self.outcomes = {name: Metrics.counter(NAMESPACE, f"events_{name}")
-                         for name in ("applied", "duplicate", "stale")}
+                         for name in ("applied", "duplicate", "stale", "no_tenant")}
         self.added = Metrics.counter(NAMESPACE, "deltas_added")
         self.removed = Metrics.counter(NAMESPACE, "deltas_removed")
         self.depth = Metrics.distribution(NAMESPACE, "cascade_depth")
@@ -184,9 +184,7 @@ class StatefulLeadFn(beam.DoFn):
         started = time.perf_counter()
         if isinstance(item, Sweep):
             self.sweeps.inc()
-            processor = (self.cache.install(DefinitionsDoc(item.version, item.text))
-                         if item.text else self.cache.current())
-            deltas = processor.on_definitions(state, tenant, lead_id)
+            deltas = self.cache.for_sweep(item).on_definitions(state, tenant, lead_id)
             outcomes, events = {}, 0
         else:
             outcome, deltas = self.cache.current().on_event(state, item)

@@ -28,11 +28,13 @@ RECORDS = "records"
 SWEEPS = "sweeps"
 
 
-def sweep_message(version, leads, text=None):
+def sweep_message(version, leads, text=None, issued_at=None):
     """(data, attributes) of a sweep message for (tenant, lead) pairs."""
     body = {"version": version, "leads": [list(pair) for pair in leads]}
     if text is not None:
         body["definitions"] = text
+    if issued_at is not None:
+        body["issued_at"] = issued_at
     return json.dumps(body).encode(), {CONTROL_ATTRIBUTE: "sweep"}
 
 
@@ -44,7 +46,9 @@ class SplitMessages(beam.DoFn):
         if (message.attributes or {}).get(CONTROL_ATTRIBUTE) == "sweep":
             try:
                 body = json.loads(message.data)
-                sweep = Sweep(body["version"], body.get("definitions"))
+                issued_at = body.get("issued_at")
+                sweep = Sweep(body["version"], body.get("definitions"),
+                              None if issued_at is None else int(issued_at))
                 leads = body["leads"]
             except (ValueError, KeyError, TypeError):
                 yield (f"pubsub:{self.subscription}:{message.message_id}", message.data)

@@ -1,0 +1,74 @@
+"""Definitions that change under a running job: a tenant that goes away, and sweeps that
+arrive late or out of order."""
+
+import json
+
+from rules import LeadProcessor, LeadState, parse_definitions
+from schemas.records import ChangeEvent, Sweep
+from transforms.definitions import ProcessorCache
+
+DAY = 86_400 * 1_000_000
+T0 = 1_700_000_000_000_000
+OPENED = {"tenant_id": "acme", "list_id": "opened", "rules": {
+    "activity": "email_open", "min_count": 1, "within_days": 30}}
+BETA = {"tenant_id": "beta", "list_id": "tagged", "rules": {"tag": "x"}}
+
+
+def document(lists):
+    return {"tenants": sorted({entry["tenant_id"] for entry in lists}), "lists": lists}
+
+
+def processor(lists):
+    return LeadProcessor(parse_definitions(document(lists)))
+
+
+def test_a_tenant_that_goes_away_takes_its_lists_and_timers_with_it():
+    with_acme, without = processor([OPENED, BETA]), processor([BETA])
+    state = LeadState()
+    _, deltas = with_acme.on_event(state, ChangeEvent(
+        "e1", "acme", "L1", "activity", T0, activity_kind="email_open"))
+    assert [(d.list_id, d.action) for d in deltas] == [("opened", "added")]
+    assert state.next_flip == T0 + 30 * DAY
+
+    # an event validated while acme existed, evaluated after it was dropped
+    outcome, deltas = without.on_event(state, ChangeEvent(
+        "e2", "acme", "L1", "tag_added", T0 + DAY, tag="x"))
+    assert outcome == "no_tenant"
+    assert [(d.list_id, d.action, d.cause) for d in deltas] == [
+        ("opened", "removed", f"definition:{without.version}")]
+    assert not state.members and state.next_flip is None
+
+    # a timer set before the change fires after it: nothing flips, nothing is re-set
+    again = LeadState()
+    with_acme.on_event(again, ChangeEvent("e1", "acme", "L2", "activity", T0,
+                                          activity_kind="email_open"))
+    deltas = without.on_timer(again, "acme", "L2", again.next_flip)
+    assert [(d.list_id, d.action) for d in deltas] == [("opened", "removed")]
+    assert again.next_flip is None
+    assert without.on_timer(again, "acme", "L2", T0 + 40 * DAY) == []
+
+
+def test_a_late_sweep_does_not_take_a_worker_back_to_older_definitions(tmp_path):
+    v1, v2, v3 = (document([dict(OPENED, rules={"tag": tag})]) for tag in "abc")
+    versions = [parse_definitions(doc).version for doc in (v1, v2, v3)]
+    lists = tmp_path / "lists.json"
+    lists.write_text(json.dumps(v1))
+    cache = ProcessorCache(str(lists), refresh_seconds=3600)
+    assert cache.current().version == versions[0]
+    started = cache.loaded_at
+
+    # v2's sweep, issued after the worker took up v1: installed at once
+    sweep2 = Sweep(versions[1], json.dumps(v2), started + 1)
+    assert cache.for_sweep(sweep2).version == versions[1]
+    # v3's sweep, later still
+    sweep3 = Sweep(versions[2], json.dumps(v3), started + 2)
+    assert cache.for_sweep(sweep3).version == versions[2]
+    # v2's sweep re-delivered: the lead is brought in line with v3, the worker stays
+    assert cache.for_sweep(sweep2).version == versions[2]
+    assert cache.current().version == versions[2]
+    # a roll-back is a new sweep, issued later: v1 again
+    sweep1 = Sweep(versions[0], json.dumps(v1), started + 3)
+    assert cache.for_sweep(sweep1).version == versions[0]
+    # the same version again, or a sweep without a document: the current definitions
+    assert cache.for_sweep(sweep1).version == versions[0]
+    assert cache.for_sweep(Sweep(versions[2])).version == versions[0]
