@@ -26,7 +26,7 @@ from storage import open_store, parse_sink_uri
 from storage.rows import state_from_row
 from transforms.definitions import shared_cache
 from transforms.evaluate import now_us
-from transforms.sinks import WriteRowsFn
+from transforms.sinks import WriteTables
 
 EXPECTED, FOUND = "expected", "found"
 
@@ -139,10 +139,8 @@ def build_reconcile(p, sink, doc, report_dir, fix=False, as_of=None, run_id=None
                  | "FixItems" >> beam.Map(lambda o: o[1])
                  | "Correct" >> beam.ParDo(FixFn(run_id)).with_outputs("profiles",
                                                                        main="deltas"))
-        fixed["deltas"] | "WriteFixes" >> beam.ParDo(
-            WriteRowsFn(sink, tables.MEMBERSHIP_DELTAS))
-        fixed["profiles"] | "WriteProfiles" >> beam.ParDo(
-            WriteRowsFn(sink, tables.LEAD_PROFILES))
+        {"deltas": fixed["deltas"], "profiles": fixed["profiles"]} | "WriteFixes" >> \
+            WriteTables(sink)
 
 
 def read_report(report_dir):

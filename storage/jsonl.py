@@ -40,11 +40,13 @@ class JsonlStore:
             os.replace(name + ".tmp", name)  # readers never see half a file
         return len(batch.get(T.MEMBERSHIP_DELTAS, ()))
 
-    def write_deltas(self, deltas, processed_at):
-        """Write Delta records; `processed_at` is the RFC 3339 text of the batch."""
+    def write_deltas(self, deltas, processed_at, profiles=()):
+        """Write Delta records, then the profile rows of their leads (a crash between the
+        two leaves deltas without their profile, never a profile without its deltas);
+        `processed_at` is the RFC 3339 text of the batch."""
         columns = T.column_names(T.MEMBERSHIP_DELTAS)
         rows = [dict(zip(columns, delta_values(d, processed_at))) for d in deltas]
-        return self.write({T.MEMBERSHIP_DELTAS: rows})
+        return self.write({T.MEMBERSHIP_DELTAS: rows, T.LEAD_PROFILES: list(profiles)})
 
     def _raw(self, table):
         for name in sorted(glob.glob(os.path.join(self.folder, table, "part-*.jsonl"))):

@@ -69,10 +69,12 @@ class SqliteStore:
             [ordered(T.DEAD_LETTERS, r) for r in batch.get(T.DEAD_LETTERS, ())],
             [ordered(T.LEAD_PROFILES, r) for r in batch.get(T.LEAD_PROFILES, ())])
 
-    def write_deltas(self, deltas, processed_at):
-        """Write Delta records (the hot path: no row dictionaries); returns the number
-        of new ones. `processed_at` is the RFC 3339 text of the batch."""
-        return self._write_values([delta_values(d, processed_at) for d in deltas], (), ())
+    def write_deltas(self, deltas, processed_at, profiles=()):
+        """Write Delta records (the hot path: no row dictionaries), and the profile rows
+        of their leads in the same transaction; returns the number of new deltas.
+        `processed_at` is the RFC 3339 text of the batch."""
+        return self._write_values([delta_values(d, processed_at) for d in deltas], (),
+                                  [ordered(T.LEAD_PROFILES, r) for r in profiles])
 
     def _write_values(self, deltas, dead, profiles):
         """Rows as tuples in column order, written in one transaction.

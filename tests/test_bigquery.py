@@ -137,3 +137,26 @@ def test_launcher_creates_the_dataset_and_the_views():
     assert views == {f"test-project.lists.{k}": v
                      for k, v in bigquery_views("test-project", "lists").items()}
     assert "`test-project.lists.membership_deltas`" in views["test-project.lists.list_memberships"]
+
+
+def test_reconcile_fixes_go_through_the_bigquery_writers():
+    """`reconcile --fix` on a BigQuery sink writes its deltas and profiles with the same
+    writers as the jobs (it called a store method BigQuery does not have)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.reconcile import build_reconcile
+    from transforms.definitions import read_definitions
+    _, doc = read_definitions(os.path.join(SAMPLE, "lists.json"))
+    pipeline = beam.Pipeline(options=PipelineOptions(["--project=test-project"]))
+    build_reconcile(pipeline, "bigquery://test-project.lists", doc, "/nonexistent", fix=True,
+                    run_id="r1")
+    labels, stack = [], list(pipeline.transforms_stack[0].parts)
+    while stack:
+        node = stack.pop()
+        labels.append(node.full_label)
+        stack.extend(node.parts)
+    writers = {label for label in labels if label.startswith("WriteFixes/")
+               and label.count("/") <= 2}
+    assert writers == {"WriteFixes/BigQuery", "WriteFixes/BigQuery/DeltaRows",
+                       f"WriteFixes/BigQuery/Write_{tables.MEMBERSHIP_DELTAS}",
+                       f"WriteFixes/BigQuery/Write_{SNAPSHOTS}"}

@@ -133,3 +133,25 @@ def test_a_backfill_run_again_with_an_older_event_ends_where_its_history_ends(tm
         _, deltas = processor.run_history(state, events)
         store.write_deltas(deltas, format_ts(STAMP))
         assert store.memberships() == {("t", lid, "x") for lid in state.members} == set()
+
+
+def test_deltas_and_their_profiles_are_one_transaction(tmp_path):
+    """A lead's profile says which events it has seen: it must never land without the
+    deltas of those events. A write that fails part-way leaves neither."""
+    import sqlite3
+
+    import pytest
+
+    from rules import LeadState
+    from storage.rows import profile_row
+    processor = _scenario_processor(50)
+    store = SqliteStore(str(tmp_path / "s.db"))
+    state = LeadState()
+    _, deltas = processor.on_event(state, _upsert(processor, "e1", 1, 60))
+    good = profile_row("t", "x", state, STAMP)
+    broken = dict(good, lead_id=None)  # NOT NULL: fails after the deltas went in
+    with pytest.raises(sqlite3.IntegrityError):
+        store.write_deltas(deltas, format_ts(STAMP), [good, broken])
+    assert store.count(tables.MEMBERSHIP_DELTAS) == store.count(tables.LEAD_PROFILES) == 0
+    assert store.write_deltas(deltas, format_ts(STAMP), [good]) == len(deltas) == 1
+    assert store.profile("t", "x")["state"] == good["state"]

@@ -24,12 +24,15 @@ from transforms.definitions import NAMESPACE
 FLUSH_ROWS = 5000
 
 
-class WriteRowsFn(beam.DoFn):
-    """Writes the records of one table; one instance per table keeps each writer fused
-    with the step that produces its records (no shuffle before the sink)."""
+LEAD_ROWS = "lead rows"  # delta records and profile rows, written together
 
-    _ROWS = {tables.DEAD_LETTERS: dead_letter_row,
-             tables.LEAD_PROFILES: lambda row: row}
+
+class WriteRowsFn(beam.DoFn):
+    """Writes dead letters (table DEAD_LETTERS) or a lead's rows (LEAD_ROWS: its delta
+    records and its profile rows, in one transaction, deltas first: a profile, which
+    says which events a lead has seen, never lands without the deltas of those events).
+    Each writer is fused with the step that produces its records (no shuffle before
+    the sink)."""
 
     def __init__(self, sink, table):
         self.sink = sink
@@ -37,32 +40,33 @@ class WriteRowsFn(beam.DoFn):
         self.new_deltas = Metrics.counter(NAMESPACE, "sink_new_deltas")
         self.rows = Metrics.counter(NAMESPACE, "sink_rows")
 
-    def setup(self):
-        self.to_row = self._ROWS.get(self.table)  # deltas go as records
-
     def start_bundle(self):
-        self.batch = []
+        self.batch, self.profiles = [], []
 
     def process(self, record):
-        self.batch.append(record)
-        if len(self.batch) >= FLUSH_ROWS:
+        if type(record) is dict:  # a profile row; deltas and dead letters are records
+            self.profiles.append(record)
+        else:
+            self.batch.append(record)
+        if len(self.batch) + len(self.profiles) >= FLUSH_ROWS:
             self._flush()
 
     def finish_bundle(self):
         self._flush()
 
     def _flush(self):
-        if not self.batch:
+        if not self.batch and not self.profiles:
             return
         # the store of the thread running this bundle: a DoFn instance set up on one
         # thread may run its bundles on others (portable workers' thread pools)
         store = shared_store(self.sink)
-        if self.table == tables.MEMBERSHIP_DELTAS:
-            self.new_deltas.inc(store.write_deltas(self.batch, format_ts(now_us())))
+        if self.table == tables.DEAD_LETTERS:
+            store.write({self.table: [dead_letter_row(r) for r in self.batch]})
         else:
-            store.write({self.table: [self.to_row(r) for r in self.batch]})
-        self.rows.inc(len(self.batch))
-        self.batch = []
+            self.new_deltas.inc(store.write_deltas(self.batch, format_ts(now_us()),
+                                                   self.profiles))
+        self.rows.inc(len(self.batch) + len(self.profiles))
+        self.batch, self.profiles = [], []
 
 
 
@@ -108,12 +112,15 @@ class WriteBigQueryTables(beam.PTransform):
         rows = {
             tables.MEMBERSHIP_DELTAS: outputs["deltas"] | "DeltaRows" >> beam.Map(
                 lambda d: delta_row(d, stamp())),
-            tables.DEAD_LETTERS: outputs["dead_letters"] | "DeadLetterRows" >> beam.Map(
-                dead_letter_row),
             SNAPSHOTS: outputs["profiles"],
         }
+        if "dead_letters" in outputs:
+            rows[tables.DEAD_LETTERS] = outputs["dead_letters"] | "DeadLetterRows" >> \
+                beam.Map(dead_letter_row)
         refused = []
         for bq_table, (spec_table, params) in written_tables().items():
+            if bq_table not in rows:
+                continue
             result = self._write(rows[bq_table], bq_table, spec_table, params, streaming,
                                  f"Write_{bq_table}")
             if streaming:
@@ -127,7 +134,7 @@ class WriteBigQueryTables(beam.PTransform):
 
 
 class WriteTables(beam.PTransform):
-    """{'deltas', 'dead_letters', 'profiles'} PCollections -> the sink's tables."""
+    """{'deltas', 'profiles'[, 'dead_letters']} PCollections -> the sink's tables."""
 
     def __init__(self, sink):
         super().__init__()
@@ -137,7 +144,8 @@ class WriteTables(beam.PTransform):
         uri = parse_sink_uri(self.sink)
         if uri.scheme == "bigquery":
             return outputs | "BigQuery" >> WriteBigQueryTables(uri.location)
-        for name, table, label in (("deltas", tables.MEMBERSHIP_DELTAS, "WriteDeltas"),
-                                   ("dead_letters", tables.DEAD_LETTERS, "WriteDeadLetters"),
-                                   ("profiles", tables.LEAD_PROFILES, "WriteProfiles")):
-            outputs[name] | label >> beam.ParDo(WriteRowsFn(self.sink, table))
+        ((outputs["deltas"], outputs["profiles"]) | "LeadRows" >> beam.Flatten()
+         | "WriteLeadRows" >> beam.ParDo(WriteRowsFn(self.sink, LEAD_ROWS)))
+        if "dead_letters" in outputs:
+            outputs["dead_letters"] | "WriteDeadLetters" >> beam.ParDo(
+                WriteRowsFn(self.sink, tables.DEAD_LETTERS))
