@@ -52,7 +52,7 @@ def ensure_topic(topic):
         pass
 
 
-def ensure_subscription(topic, subscription=None):
+def ensure_subscription(topic, subscription=None, ack_deadline_seconds=60):
     """A subscription on `topic` (created if missing); its name is returned."""
     from google.api_core.exceptions import AlreadyExists
     from google.cloud import pubsub_v1
@@ -62,7 +62,7 @@ def ensure_subscription(topic, subscription=None):
     subscriber = pubsub_v1.SubscriberClient()
     try:
         subscriber.create_subscription(name=subscription, topic=topic,
-                                       ack_deadline_seconds=60)
+                                       ack_deadline_seconds=ack_deadline_seconds)
     except AlreadyExists:
         pass
     finally:

@@ -111,3 +111,21 @@ def test_flink_bundle_options_reach_the_job_server():
         PipelineOptions(["--runner=FlinkRunner"]).get_all_options())
     assert not {"beam:option:max_bundle_time_mills:v1", "beam:option:max_bundle_size:v1",
                 "beam:option:checkpointing_interval:v1"} & set(untouched)
+
+
+def test_a_stream_on_flink_checkpoints_unless_told_otherwise():
+    """Flink acknowledges Pub/Sub messages only at checkpoints: without one, every
+    message would come back each ack deadline for ever."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.options import FlinkBundleOptions
+    from pipeline.stream import FLINK_CHECKPOINT_MS, flink_checkpoints
+
+    def interval(*args):
+        options = PipelineOptions(list(args))
+        flink_checkpoints(options)
+        return options.view_as(FlinkBundleOptions).checkpointing_interval
+    assert interval("--runner=FlinkRunner") == FLINK_CHECKPOINT_MS
+    assert interval("--runner=FlinkRunner", "--checkpointing_interval=2000") == 2000
+    assert interval("--runner=PrismRunner") is None
+    assert interval() is None

@@ -89,14 +89,36 @@ def runner_args(request, name):
                    else None))
 
 
+ACK_DEADLINE_S = 10  # Pub/Sub's shortest
+
+
 def topic_name():
     """A new topic with the job's subscription already on it, so that events published
     before the job starts wait for it, as they do in production."""
     from pipeline import pubsub
     topic = f"projects/test-project/topics/events-{uuid.uuid4().hex[:8]}"
     pubsub.ensure_topic(topic)
-    pubsub.ensure_subscription(topic)
+    pubsub.ensure_subscription(topic, ack_deadline_seconds=ACK_DEADLINE_S)
     return topic
+
+
+def unacknowledged(topic):
+    """Messages the job's subscription delivers again once the job is gone and every
+    ack deadline has passed: those it never acknowledged."""
+    from google.api_core import exceptions
+    from google.cloud import pubsub_v1
+
+    from pipeline import pubsub
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        response = subscriber.pull(request={
+            "subscription": pubsub.ensure_subscription(topic), "max_messages": 1000},
+            timeout=10)
+        return len(response.received_messages)
+    except exceptions.DeadlineExceeded:
+        return 0
+    finally:
+        subscriber.close()
 
 
 def deltas_alternate(db_path):
@@ -138,9 +160,14 @@ def test_sample_through_pubsub_equals_the_reference(tmp_path, pubsub_emulator, r
         assert "oversized" in reasons() and "wrong_type" in reasons()
         assert job.process.poll() is None, "the job is still running"
         assert members_of(str(db)) == expected
+        # the last bundles' acknowledgements (Flink's come with its next checkpoint)
+        from pipeline.stream import FLINK_CHECKPOINT_MS
+        time.sleep(FLINK_CHECKPOINT_MS / 1000 + 2 if runner == "FlinkRunner" else 3)
     finally:
         job.kill()
     assert deltas_alternate(str(db)) > 1000
+    time.sleep(ACK_DEADLINE_S + 2)
+    assert unacknowledged(topic) == 0, "messages were read but never acknowledged"
 
 
 @pytest.mark.parametrize("runner", ("DirectRunner", "PrismRunner"))

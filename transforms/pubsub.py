@@ -63,18 +63,21 @@ NATIVE_READERS = ("DirectRunner", "BundleBasedDirectRunner", "DataflowRunner",
                   "TestDataflowRunner")
 
 
+def runner_name(runner):
+    """The class name of a --runner value (None: Beam's default, the DirectRunner)."""
+    if runner is None:
+        return "DirectRunner"
+    if isinstance(runner, str):
+        return runner.rsplit(".", 1)[-1]
+    return type(runner).__name__
+
+
 def reader_for(runner, choice="auto"):
     """'native' (ReadFromPubSub, which only the direct and Dataflow runners implement)
     or 'pull' (PullMessages, for every portable runner)."""
     if choice != "auto":
         return choice
-    if runner is None:
-        name = "DirectRunner"  # Beam's default
-    elif isinstance(runner, str):
-        name = runner.rsplit(".", 1)[-1]
-    else:
-        name = type(runner).__name__
-    return "native" if name in NATIVE_READERS else "pull"
+    return "native" if runner_name(runner) in NATIVE_READERS else "pull"
 
 
 class ReadPubSubRecords(beam.PTransform):

@@ -8,6 +8,7 @@ DoFn pickles as plain configuration.
 from __future__ import annotations
 
 import json
+import threading
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -22,17 +23,28 @@ from transforms.evaluate import now_us
 from transforms.definitions import NAMESPACE
 
 FLUSH_ROWS = 5000
+_PENDING = threading.local()
 
 
-LEAD_ROWS = "lead rows"  # delta records and profile rows, written together
+def _pending_lead_rows(sink):
+    """This thread's (delta records, profile rows) not yet written to `sink`."""
+    batches = getattr(_PENDING, "batches", None)
+    if batches is None:
+        batches = _PENDING.batches = {}
+    return batches.setdefault(sink, ([], []))
 
 
 class WriteRowsFn(beam.DoFn):
-    """Writes dead letters (table DEAD_LETTERS) or a lead's rows (LEAD_ROWS: its delta
-    records and its profile rows, in one transaction, deltas first: a profile, which
-    says which events a lead has seen, never lands without the deltas of those events).
-    Each writer is fused with the step that produces its records (no shuffle before
-    the sink)."""
+    """Writes the records of one table, fused with the step that produces them (no
+    shuffle before the sink).
+
+    The delta writer and the profile writer of a sink share one buffer per thread: a
+    fused bundle runs both on one thread, and whichever flushes writes both kinds in one
+    transaction, deltas first. A profile says which events a lead has seen, and a
+    restarted job resumes from it, so it must not land without the deltas of those
+    events. (A runner that does not fuse them, the Python DirectRunner, writes each in
+    its own transaction.)
+    """
 
     def __init__(self, sink, table):
         self.sink = sink
@@ -40,34 +52,43 @@ class WriteRowsFn(beam.DoFn):
         self.new_deltas = Metrics.counter(NAMESPACE, "sink_new_deltas")
         self.rows = Metrics.counter(NAMESPACE, "sink_rows")
 
+    def setup(self):
+        self.lead_rows = self.table != tables.DEAD_LETTERS
+
     def start_bundle(self):
-        self.batch, self.profiles = [], []
+        if self.lead_rows:
+            # rows of a failed bundle on this thread are not this bundle's to write
+            _PENDING.batches = {}
+        else:
+            self.batch = []
+
+    def _buffers(self):
+        return _pending_lead_rows(self.sink) if self.lead_rows else (self.batch, ())
 
     def process(self, record):
-        if type(record) is dict:  # a profile row; deltas and dead letters are records
-            self.profiles.append(record)
-        else:
-            self.batch.append(record)
-        if len(self.batch) + len(self.profiles) >= FLUSH_ROWS:
+        deltas, profiles = self._buffers()
+        (profiles if self.table == tables.LEAD_PROFILES else deltas).append(record)
+        if len(deltas) + len(profiles) >= FLUSH_ROWS:
             self._flush()
 
     def finish_bundle(self):
         self._flush()
 
     def _flush(self):
-        if not self.batch and not self.profiles:
+        first, profiles = self._buffers()
+        if not first and not profiles:
             return
         # the store of the thread running this bundle: a DoFn instance set up on one
         # thread may run its bundles on others (portable workers' thread pools)
         store = shared_store(self.sink)
-        if self.table == tables.DEAD_LETTERS:
-            store.write({self.table: [dead_letter_row(r) for r in self.batch]})
+        if self.lead_rows:
+            self.new_deltas.inc(store.write_deltas(first, format_ts(now_us()), profiles))
         else:
-            self.new_deltas.inc(store.write_deltas(self.batch, format_ts(now_us()),
-                                                   self.profiles))
-        self.rows.inc(len(self.batch) + len(self.profiles))
-        self.batch, self.profiles = [], []
-
+            store.write({self.table: [dead_letter_row(r) for r in first]})
+        self.rows.inc(len(first) + len(profiles))
+        del first[:]
+        if profiles:
+            del profiles[:]
 
 
 def failed_row_dead_letter(failure):
@@ -144,8 +165,8 @@ class WriteTables(beam.PTransform):
         uri = parse_sink_uri(self.sink)
         if uri.scheme == "bigquery":
             return outputs | "BigQuery" >> WriteBigQueryTables(uri.location)
-        ((outputs["deltas"], outputs["profiles"]) | "LeadRows" >> beam.Flatten()
-         | "WriteLeadRows" >> beam.ParDo(WriteRowsFn(self.sink, LEAD_ROWS)))
-        if "dead_letters" in outputs:
-            outputs["dead_letters"] | "WriteDeadLetters" >> beam.ParDo(
-                WriteRowsFn(self.sink, tables.DEAD_LETTERS))
+        for name, table, label in (("deltas", tables.MEMBERSHIP_DELTAS, "WriteDeltas"),
+                                   ("profiles", tables.LEAD_PROFILES, "WriteProfiles"),
+                                   ("dead_letters", tables.DEAD_LETTERS, "WriteDeadLetters")):
+            if name in outputs:
+                outputs[name] | label >> beam.ParDo(WriteRowsFn(self.sink, table))
