@@ -83,6 +83,9 @@ def compare(element):
     if row is not None and set(members) != found:
         yield "fix", (tenant, lead, sorted(set(members) - found), sorted(found - set(members)),
                       row)
+    elif row is None:  # memberships of a lead without a stored profile: nothing to fix from
+        for lid in sorted(found):
+            yield "orphan", json.dumps({"tenant_id": tenant, "lead_id": lead, "list_id": lid})
 
 
 def tally(element):
@@ -134,6 +137,10 @@ def build_reconcile(p, sink, doc, report_dir, fix=False, as_of=None, run_id=None
      | "Tally" >> beam.Map(tally)
      | "WriteReport" >> beam.io.WriteToText(os.path.join(report_dir, "report"),
                                             file_name_suffix=".jsonl"))
+    (outcomes | "Orphans" >> beam.Filter(lambda o: o[0] == "orphan")
+     | "OrphanItems" >> beam.Map(lambda o: o[1])
+     | "WriteOrphans" >> beam.io.WriteToText(os.path.join(report_dir, "orphans"),
+                                             file_name_suffix=".jsonl"))
     if fix:
         fixed = (outcomes | "Fixes" >> beam.Filter(lambda o: o[0] == "fix")
                  | "FixItems" >> beam.Map(lambda o: o[1])
@@ -143,10 +150,10 @@ def build_reconcile(p, sink, doc, report_dir, fix=False, as_of=None, run_id=None
             WriteTables(sink)
 
 
-def read_report(report_dir):
+def read_report(report_dir, prefix="report"):
     rows = []
     for name in sorted(os.listdir(report_dir)):
-        if name.startswith("report") and name.endswith(".jsonl"):
+        if name.startswith(prefix) and name.endswith(".jsonl"):
             with open(os.path.join(report_dir, name), encoding="utf-8") as handle:
                 rows += [json.loads(line) for line in handle if line.strip()]
     return sorted(rows, key=lambda r: (r["tenant_id"], r["list_id"]))
@@ -157,6 +164,11 @@ def run_reconcile(argv):
     from pipeline.options import UsageError
     from transforms.definitions import read_definitions
     options, ours = _job_options(argv, "lists", "sink")
+    from storage import check_sink
+    try:
+        check_sink(ours.sink, must_exist=True)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     if ours.events or ours.subscription or ours.topic:
         raise UsageError("reconcile reads the sink only: --events, --subscription and "
                          "--topic do not apply")
@@ -181,6 +193,11 @@ def run_reconcile(argv):
         print(f"reconcile: the sink agrees with the definitions ({len(rows)} lists checked)")
         return 0
     action = f"fixed with cause reconcile:{run_id}" if fix else "run with --fix to repair"
+    orphans = len(read_report(report_dir, "orphans"))
+    if orphans:
+        action += (f"; {orphans} of the extra memberships belong to leads with no stored "
+                   f"profile, which --fix cannot re-evaluate and leaves (listed in "
+                   f"{os.path.join(report_dir, 'orphans-*.jsonl')})")
     print(f"reconcile: {missing} missing and {extra} extra memberships in {len(differ)} "
           f"lists; {action}")
     return 1

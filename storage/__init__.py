@@ -26,6 +26,31 @@ def open_store(uri):
     return BigQueryStore(sink.location)
 
 
+def check_sink(uri, must_exist):
+    """ValueError (one sentence) unless the sink can be opened: a job's sink is created
+    when missing, the sink a command reads (`explain`, `reconcile`) must exist."""
+    import os
+    import sqlite3
+    sink = uri if isinstance(uri, SinkUri) else parse_sink_uri(uri)
+    if sink.scheme == "bigquery":
+        return
+    path = sink.location
+    uri = f"{sink.scheme}://{path}"
+    if must_exist and not os.path.exists(path):
+        kind = "SQLite file" if sink.scheme == "sqlite" else "folder"
+        raise ValueError(f"no sink at {uri}: the {kind} {path} does not exist")
+    if sink.scheme == "sqlite" and os.path.isdir(path):
+        raise ValueError(f"bad sink {uri}: {path} is a folder, not an SQLite file")
+    if sink.scheme == "jsonl" and os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"bad sink {uri}: {path} is a file, not a folder")
+    try:
+        store = open_store(sink)
+        if hasattr(store, "close"):
+            store.close()
+    except (OSError, sqlite3.Error) as err:
+        raise ValueError(f"cannot open sink {uri}: {err}") from None
+
+
 def shared_store(uri):
     """A store for this thread of this process, opened once and kept open.
 
@@ -40,4 +65,4 @@ def shared_store(uri):
     return store
 
 
-__all__ = ["SinkUri", "open_store", "parse_sink_uri", "shared_store"]
+__all__ = ["SinkUri", "check_sink", "open_store", "parse_sink_uri", "shared_store"]

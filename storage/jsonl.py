@@ -38,6 +38,9 @@ class JsonlStore:
                     handle.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
                     handle.write("\n")
             os.replace(name + ".tmp", name)  # readers never see half a file
+        if self._profiles is not None:  # what this store wrote, it reads back
+            for row in batch.get(T.LEAD_PROFILES, ()):
+                self._profiles[(row["tenant_id"], row["lead_id"])] = row
         return len(batch.get(T.MEMBERSHIP_DELTAS, ()))
 
     def write_deltas(self, deltas, processed_at, profiles=()):
@@ -84,7 +87,9 @@ class JsonlStore:
         return {(r["tenant_id"], r["list_id"], r["lead_id"]) for r in self._membership_rows()}
 
     def profile(self, tenant_id, lead_id):
-        # one read of all snapshots, then lookups: a job resuming leads asks many times
+        # one read of all snapshots, then lookups: a job resuming leads asks many times.
+        # Rows this store writes later are seen; rows other processes write are not, so
+        # a streaming job that resumes from a JSON Lines sink must be its only writer.
         if self._profiles is None:
             self._profiles = {(r["tenant_id"], r["lead_id"]): r
                               for r in self.rows(T.LEAD_PROFILES)}

@@ -63,6 +63,16 @@ def test_validate_reports_every_error_and_exits_1(tmp_path):
     (["publish", "--events", "sample/events/*", "--topic", "topics/t"], "bad topic"),
     (["explain", "--lists", LISTS, "--sink", "sqlite:///nonexistent/x.db", "--tenant", "acme",
       "--lead", "L", "--list", "nope"], "tenant acme has no list 'nope'"),
+    (["explain", "--lists", LISTS, "--sink", "sqlite:///nonexistent/x.db", "--tenant", "acme",
+      "--lead", "L"], "no sink at sqlite:///nonexistent/x.db: the SQLite file"),
+    (["explain", "--lists", LISTS, "--sink", "sqlite:///tmp", "--tenant", "acme",
+      "--lead", "L"], "bad sink sqlite:///tmp: /tmp is a folder, not an SQLite file"),
+    (["reconcile", "--lists", LISTS, "--sink", "jsonl:///proc/zz"],
+     "no sink at jsonl:///proc/zz: the folder /proc/zz does not exist"),
+    (["backfill", "--events", "sample/events/*", "--lists", LISTS, "--sink",
+      "jsonl:///proc/zz"], "cannot open sink jsonl:///proc/zz"),
+    (["backfill", "--events", "sample/events/*", "--lists", LISTS, "--sink",
+      "sqlite:///proc/zz/x.db"], "cannot open sink sqlite:///proc/zz/x.db"),
 ])
 def test_bad_arguments_get_one_line(args, message):
     done = run(*args)
@@ -129,3 +139,13 @@ def test_a_stream_on_flink_checkpoints_unless_told_otherwise():
     assert interval("--runner=FlinkRunner", "--checkpointing_interval=2000") == 2000
     assert interval("--runner=PrismRunner") is None
     assert interval() is None
+
+
+def test_a_file_that_is_not_a_database_is_one_line(tmp_path):
+    not_db = tmp_path / "notes.db"
+    not_db.write_text("these are notes, not a database\n" * 100)
+    done = run("explain", "--lists", LISTS, "--sink", f"sqlite:///{not_db}", "--tenant", "acme",
+               "--lead", "L")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "cannot open sink" in done.stderr and "not a database" in done.stderr
+    assert not_db.read_text().startswith("these are notes")

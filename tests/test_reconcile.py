@@ -67,3 +67,14 @@ def test_planted_differences_are_found_and_fixed(tmp_path):
     assert causes == {"reconcile"}
     again = cli("reconcile", "--lists", LISTS, "--sink", sink)
     assert again.returncode == 0, again.stdout
+    # a membership of a lead the sink has no profile of: reported, and --fix says that
+    # it leaves it rather than claiming a repair
+    with db:
+        db.execute("INSERT INTO list_memberships VALUES ('acme', 'ne-gala-table-1', "
+                   "'ghost', '2026-05-01T00:00:00.000000Z', 1)")
+    ghost = cli("reconcile", "--lists", LISTS, "--sink", sink, "--fix")
+    assert ghost.returncode == 1
+    assert "0 missing and 1 extra memberships" in ghost.stdout
+    assert "1 of the extra memberships belong to leads with no stored profile" in ghost.stdout
+    assert ("acme", "ne-gala-table-1", "ghost") in set(
+        db.execute("SELECT tenant_id, list_id, lead_id FROM list_memberships"))

@@ -155,3 +155,19 @@ def test_deltas_and_their_profiles_are_one_transaction(tmp_path):
     assert store.count(tables.MEMBERSHIP_DELTAS) == store.count(tables.LEAD_PROFILES) == 0
     assert store.write_deltas(deltas, format_ts(STAMP), [good]) == len(deltas) == 1
     assert store.profile("t", "x")["state"] == good["state"]
+
+
+def test_the_json_lines_store_reads_back_the_profiles_it_wrote(tmp_path):
+    from rules import LeadState
+    from storage.jsonl import JsonlStore
+    from storage.rows import profile_row
+    processor = _scenario_processor(50)
+    store, state = JsonlStore(str(tmp_path / "sink")), LeadState()
+    _, deltas = processor.on_event(state, _upsert(processor, "e1", 1, 60))
+    store.write_deltas(deltas, format_ts(STAMP), [profile_row("t", "x", state, STAMP)])
+    assert store.profile("t", "x")["state"] == profile_row("t", "x", state, STAMP)["state"]
+    _, deltas = processor.on_event(state, _upsert(processor, "e2", 2, 10))
+    newer = profile_row("t", "x", state, STAMP + 1)
+    store.write_deltas(deltas, format_ts(STAMP), [newer])
+    assert store.profile("t", "x")["state"] == newer["state"]  # not the first one, cached
+    assert store.memberships() == set()
