@@ -142,9 +142,14 @@ def test_a_definition_change_mid_stream_reaches_a_quiet_lead(tmp_path, prism):
         ("watermark", T0 + DAY_US),
         ("element", (lead_key("acme", "L3"), Sweep(version, json.dumps(changed)))),
         ("element", (lead_key("acme", "L3"), Sweep(version, json.dumps(changed)))),
+        # a lead neither Beam nor the sink knows: nothing to bring in line, no profile
+        ("element", (lead_key("acme", "ghost"), Sweep(version, json.dumps(changed)))),
         ("watermark", T0 + 2 * DAY_US),
     ]
     deltas, members, _ = run_stream(tmp_path, prism, document, steps)
+    profiles = sqlite3.connect(f"{tmp_path}/out.db").execute(
+        "SELECT DISTINCT lead_id FROM lead_profiles").fetchall()
+    assert profiles == [("L3",)]
     assert members == {("L3", "everyone")}
     assert deltas == [
         ("L3", "east", "added", "e1", format_ts(T0), 0),

@@ -165,6 +165,7 @@ class StatefulLeadFn(beam.DoFn):
         self.resume_from = self.sink if self.sink and self.resume else None
 
     def _load(self, key, lead):
+        """The lead's state, or None when neither Beam nor the sink knows the lead."""
         state = lead.read()
         if state is not None:
             return state
@@ -174,13 +175,17 @@ class StatefulLeadFn(beam.DoFn):
             if row is not None:
                 self.resumed.inc()
                 return state_from_row(row)
-        return LeadState()
+        return None
 
     def process(self, element, lead=beam.DoFn.StateParam(LEAD),
                 flip=beam.DoFn.TimerParam(FLIP), expiry=beam.DoFn.TimerParam(EXPIRY)):
         key, item = element
         tenant, lead_id = split_lead_key(key)
         state = self._load(key, lead)
+        if state is None:
+            if isinstance(item, Sweep):
+                return  # a lead nobody knows has nothing to bring in line
+            state = LeadState()
         started = time.perf_counter()
         if isinstance(item, Sweep):
             self.sweeps.inc()
