@@ -339,6 +339,8 @@ def span_of(args):
 
 
 def run_rate(job, client, rate, args):
+    if args.warmup:  # the same stream, unmeasured, straight into the measured window
+        SteadyPublisher(client, job.topic, rate, args.warmup, f"w{rate}").join()
     publisher = SteadyPublisher(client, job.topic, rate, args.seconds, f"r{rate}")
     publisher.join()
     window_end = publisher.ended_at
@@ -377,6 +379,9 @@ def main(argv=None):
     parser.add_argument("--rates", default="100,500,2000",
                         help="events/s, comma-separated (ascending)")
     parser.add_argument("--seconds", type=float, default=60, help="publishing window per rate")
+    parser.add_argument("--warmup", type=float, default=0,
+                        help="seconds of publishing at each rate before its measured "
+                             "window (a job that has been running, JIT compilers warm)")
     parser.add_argument("--drain", type=float, default=60,
                         help="seconds to wait after a window for the last deltas")
     parser.add_argument("--catchup", type=float, default=5,
@@ -438,7 +443,9 @@ def main(argv=None):
               "PrismRunner": "LOOPBACK workers, the pull reader",
               "FlinkRunner": "embedded Flink, parallelism 2, LOOPBACK, the pull reader"}[runner]
     print(f"runner: {runner} ({engine}), "
-          f"{args.seconds:g}s per rate, SQLite polled every {POLL_SECONDS * 1000:.0f} ms; "
+          f"{args.seconds:g}s per rate"
+          + (f" after {args.warmup:g}s of warm-up at that rate" if args.warmup else "")
+          + f", SQLite polled every {POLL_SECONDS * 1000:.0f} ms; "
           f"seconds from publish to the delta row seen by the poller (p50/p99/max), to "
           f"its processed_at (proc), seen p50 over the first/last {span_of(args):g}s")
     print(f"{'events/s':>8} {'sent/s':>7} {'events':>7} {'p50 s':>7} {'p99 s':>7} "

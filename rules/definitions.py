@@ -81,6 +81,9 @@ def activity_bounds(node):
     return low, high
 
 
+MAX_DAYS = 3_650_000  # ~10,000 years: every window stays within the timestamps' range
+
+
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and \
         to_number(value) is not None
@@ -156,9 +159,9 @@ class _Checker:
             self.fail(path, f"activity min_count {lo} is greater than max_count {hi}")
         if "within_days" in node:
             days = node["within_days"]
-            if not _is_number(days) or days <= 0:
-                self.fail(path, f"activity 'within_days' needs a number > 0, "
-                                f"got {json.dumps(days)}")
+            if not _is_number(days) or not 0 < days <= MAX_DAYS:
+                self.fail(path, f"activity 'within_days' needs a number > 0 and <= "
+                                f"{MAX_DAYS}, got {json.dumps(days)}")
 
     def node_field(self, node, path):
         name, op = node.get("field"), node.get("op")
@@ -204,8 +207,9 @@ class _Checker:
                 except re.error as err:
                     self.fail(path, f"invalid regular expression {shown}: {err}")
         elif op in DATE_OPS:
-            if not _is_number(value) or value < 0:
-                self.fail(path, f"'{op}' needs a number of days >= 0, got {shown}")
+            if not _is_number(value) or not 0 <= value <= MAX_DAYS:
+                self.fail(path, f"'{op}' needs a number of days >= 0 and <= {MAX_DAYS}, "
+                                f"got {shown}")
 
 
 def _find_cycles(lists):

@@ -21,6 +21,9 @@ _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_FIRST_US = (datetime(1, 1, 1, tzinfo=timezone.utc) - _EPOCH) // timedelta(microseconds=1)
+_LAST_US = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc) - _EPOCH) \
+    // timedelta(microseconds=1)
 
 
 def canon(value):
@@ -41,7 +44,7 @@ def canon(value):
     if isinstance(value, float):
         if value != value or value in (math.inf, -math.inf):
             return str(value).lower()
-        if value.is_integer() and abs(value) < 1e15:
+        if value.is_integer() and abs(value) <= 2 ** 53:  # exact: 1e15 == 10**15
             return str(int(value))
         return repr(value)
     if isinstance(value, (list, dict)):
@@ -60,11 +63,14 @@ def to_number(value):
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            return None
     elif isinstance(value, str):
         text = value.strip()
-        if not text or text[-1] not in "0123456789.":
-            return None  # rejects "nan", "inf" and words cheaply
+        if not text or text[-1] not in "0123456789." or "_" in text:
+            return None  # rejects "nan", "inf", words and "1_000" cheaply
         try:
             number = float(text)
         except ValueError:
@@ -83,8 +89,11 @@ def parse_timestamp(text):
     except ValueError as err:
         raise ValueError(f"not an RFC 3339 timestamp: {text!r}") from err
     delta = moment - _EPOCH
-    micros = delta.microseconds
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + micros
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if not _FIRST_US <= micros <= _LAST_US:  # e.g. 9999-12-31T23:00:00-05:00
+        raise ValueError(f"not an RFC 3339 timestamp between the years 1 and 9999 in UTC: "
+                         f"{text!r}")
+    return micros
 
 
 def to_date_us(value):
@@ -112,7 +121,8 @@ def to_date_us(value):
 
 @functools.lru_cache(maxsize=4096)
 def _day_text(day):
-    return (datetime(1970, 1, 1) + timedelta(days=day)).strftime("%Y-%m-%d")
+    moment = datetime(1970, 1, 1) + timedelta(days=day)
+    return f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"  # %Y drops zeros
 
 
 def format_ts(micros):

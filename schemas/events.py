@@ -50,11 +50,13 @@ def decode(payload):
             len(payload.encode("utf-8", "surrogatepass")) > MAX_RECORD_BYTES:
         raise InvalidEvent("oversized", "record is over 1 MiB")
     try:
-        record = json.loads(payload)
+        record = json.loads(payload, parse_constant=_no_constant)
     except json.JSONDecodeError as err:
         raise InvalidEvent("not_json", f"not JSON: {err.msg} at column {err.colno}") from None
     except RecursionError:
         raise InvalidEvent("not_json", "not JSON: nested too deeply") from None
+    except ValueError as err:  # e.g. an integer of more than 4,300 digits
+        raise InvalidEvent("not_json", f"not JSON: {err}"[:200]) from None
     if not isinstance(record, dict):
         raise InvalidEvent("not_object", "record is not a JSON object")
     if "\\ud" in payload or "\\uD" in payload:  # only escapes make lone surrogates
@@ -63,6 +65,11 @@ def decode(payload):
         except RecursionError:
             raise InvalidEvent("not_json", "not JSON: nested too deeply") from None
     return record
+
+
+def _no_constant(name):
+    """NaN, Infinity and -Infinity: Python's reader takes them, JSON has no such thing."""
+    raise InvalidEvent("not_json", f"not JSON: {name} is not a JSON value")
 
 
 def _no_lone_surrogates(value):

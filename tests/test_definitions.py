@@ -40,6 +40,9 @@ def errors_of(doc):
     ({"activity": "email_open", "min_count": -1}, "'min_count' needs a whole number"),
     ({"activity": "email_open", "min_count": 3, "max_count": 1}, "greater than max_count"),
     ({"activity": "email_open", "within_days": 0}, "'within_days' needs a number > 0"),
+    ({"activity": "email_open", "within_days": 1e308}, "'within_days' needs a number > 0"),
+    ({"field": "d", "op": "before_days_ago", "value": 1e300}, "number of days >= 0 and <="),
+    ({"field": "score", "op": "gt", "value": 10 ** 400}, "'gt' needs a number"),
     ({"field": "state", "op": "eq", "value": "NY", "extra": 1}, "unknown key(s) ['extra']"),
     ("not a node", "a rule node must be an object"),
 ])

@@ -49,6 +49,9 @@ def test_a_tenant_without_lists_is_known_when_declared():
     (b"not json", "not_json"),
     (b"\xff\xfe{}", "not_utf8"),
     (record(lead_id="x\ud800"), "not_utf8"),  # JSON escapes half a UTF-16 pair
+    (record(fields={"score": float("nan")}), "not_json"),  # NaN: Python's, not JSON's
+    ('{"event_id": "e", "n": ' + "9" * 5000 + "}", "not_json"),  # over 4,300 digits
+    (record(occurred_at="9999-12-31T23:59:59-01:00"), "bad_timestamp"),  # year 10000 UTC
     (record(fields={"state": ["NY", {"\udc00": 1}]}), "not_utf8"),
     (b"[1, 2]", "not_object"),
     (record(event_id=...), "missing_field"),

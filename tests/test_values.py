@@ -6,10 +6,22 @@ from hypothesis import strategies as st
 from rules.values import canon, format_ts, parse_timestamp, to_date_us, to_number
 
 
+FIRST_US, LAST_US = parse_timestamp("0001-01-01T00:00:00Z"), \
+    parse_timestamp("9999-12-31T23:59:59.999999Z")
+
+
 @settings(max_examples=1000)
-@given(st.integers(-(10 ** 16), 2 * 10 ** 17))
+@given(st.integers(FIRST_US, LAST_US))
 def test_timestamps_round_trip(micros):
     assert parse_timestamp(format_ts(micros)) == micros
+
+
+def test_timestamps_outside_the_years_1_to_9999_in_utc_are_refused():
+    import pytest
+    for text in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+00:01"):
+        with pytest.raises(ValueError, match="between the years 1 and 9999"):
+            parse_timestamp(text)
+    assert format_ts(FIRST_US) == "0001-01-01T00:00:00.000000Z"
 
 
 def test_offsets_and_fractions():
@@ -22,5 +34,9 @@ def test_offsets_and_fractions():
 def test_numbers_and_keys():
     assert [to_number(v) for v in (1, "2.5", " 3 ", "nan", "inf", True, "", None, [1])] == \
         [1.0, 2.5, 3.0, None, None, None, None, None, None]
+    # beyond any float, Python's digit separators: not numbers (and no crash)
+    assert [to_number(v) for v in (10 ** 400, "1" * 400 + "0", "1_000", "1e999")] == \
+        [None, None, None, None]
     assert [canon(v) for v in ("NY", 5, 5.0, "05", True, "", [], {"B": 1})] == \
         ["ny", "5", "5", "05", "true", None, None, '{"b":1}']
+    assert canon(1e15) == canon(10 ** 15) and canon(2.0 ** 53) == canon(2 ** 53)
