@@ -72,3 +72,25 @@ def test_a_late_sweep_does_not_take_a_worker_back_to_older_definitions(tmp_path)
     # the same version again, or a sweep without a document: the current definitions
     assert cache.for_sweep(sweep1).version == versions[0]
     assert cache.for_sweep(Sweep(versions[2])).version == versions[0]
+
+
+def test_a_sweep_message_that_cannot_be_read_is_a_dead_letter_not_a_crash():
+    from apache_beam import pvalue
+    from apache_beam.io.gcp.pubsub import PubsubMessage
+
+    from transforms.pubsub import CONTROL_ATTRIBUTE, SplitMessages, sweep_message
+    split = SplitMessages("projects/p/subscriptions/s")
+
+    def outcome(data):
+        message = PubsubMessage(data, {CONTROL_ATTRIBUTE: "sweep"}, message_id="m1")
+        out = list(split.process(message))
+        return [("sweep", o.value) if isinstance(o, pvalue.TaggedOutput) else ("record", o)
+                for o in out]
+    for data in (b"[]", b'"x"', b'{"version": "v", "leads": null}',
+                 b'{"version": "v", "leads": [["acme"]]}',
+                 b'{"version": "v", "leads": [["acme", "L1"], ["acme", 7]]}',
+                 b'{"version": "v", "leads": [], "issued_at": "soon"}', b"{not json"):
+        assert outcome(data) == [("record", ("pubsub:projects/p/subscriptions/s:m1", data))]
+    data, _ = sweep_message("v2", [("acme", "L1"), ("beta", "L2")], "{}", 17)
+    assert outcome(data) == [("sweep", ("acme/L1", Sweep("v2", "{}", 17))),
+                             ("sweep", ("beta/L2", Sweep("v2", "{}", 17)))]

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import time
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from schemas.records import Sweep, lead_key
 
+_LOG = logging.getLogger(__name__)
 CONTROL_ATTRIBUTE = "dynlists_control"
 RECORDS = "records"
 SWEEPS = "sweeps"
@@ -43,20 +47,41 @@ class SplitMessages(beam.DoFn):
         self.subscription = subscription
 
     def process(self, message):
+        source = f"pubsub:{self.subscription}:{message.message_id}"
         if (message.attributes or {}).get(CONTROL_ATTRIBUTE) == "sweep":
-            try:
-                body = json.loads(message.data)
-                issued_at = body.get("issued_at")
-                sweep = Sweep(body["version"], body.get("definitions"),
-                              None if issued_at is None else int(issued_at))
-                leads = body["leads"]
-            except (ValueError, KeyError, TypeError):
-                yield (f"pubsub:{self.subscription}:{message.message_id}", message.data)
+            found = _sweep_of(message.data)
+            if found is None:  # not a sweep we can read: a dead letter, like a bad event
+                yield source, message.data
                 return
+            sweep, leads = found
             for tenant, lead in leads:
                 yield pvalue.TaggedOutput(SWEEPS, (lead_key(tenant, lead), sweep))
             return
-        yield (f"pubsub:{self.subscription}:{message.message_id}", message.data)
+        yield source, message.data
+
+
+def _sweep_of(data):
+    """(Sweep, [(tenant, lead), ...]) of a sweep message's body, or None when it is not
+    one: every part is checked before any lead is swept."""
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    version, text, issued_at, leads = (body.get("version"), body.get("definitions"),
+                                       body.get("issued_at"), body.get("leads"))
+    if not (isinstance(version, str) and version and isinstance(leads, list)
+            and (text is None or isinstance(text, str))
+            and (issued_at is None or type(issued_at) is int)):
+        return None
+    pairs = []
+    for pair in leads:
+        if not (isinstance(pair, list) and len(pair) == 2
+                and all(isinstance(part, str) and part for part in pair)):
+            return None
+        pairs.append((pair[0], pair[1]))
+    return Sweep(version, text, issued_at), pairs
 
 
 NATIVE_READERS = ("DirectRunner", "BundleBasedDirectRunner", "DataflowRunner",
@@ -144,14 +169,18 @@ class PullMessages(beam.DoFn):
     on every field access (~27 us per message against ~4 us).
     """
 
-    def __init__(self, max_messages=1000, pull_timeout_s=1.0, idle_resume_s=0.2):
+    def __init__(self, max_messages=1000, pull_timeout_s=1.0, idle_resume_s=0.2,
+                 error_resume_s=1.0):
         self.max_messages = max_messages
         self.pull_timeout_s = pull_timeout_s
         self.idle_resume_s = idle_resume_s
+        self.error_resume_s = error_resume_s
+        self.pull_errors = Metrics.counter("dynlists", "pubsub_pull_errors")
 
     def setup(self):
         from google.cloud import pubsub_v1
         self.client = pubsub_v1.SubscriberClient()
+        self._last_error_log = -1e9
 
     @beam.DoFn.unbounded_per_element()
     def process(self, subscription, finalizer=beam.DoFn.BundleFinalizerParam,
@@ -162,12 +191,25 @@ class PullMessages(beam.DoFn):
         if not tracker.try_claim(tracker.current_restriction().start):
             return
         try:
+            # no client-side retries: they would hold the bundle for up to a minute;
+            # the next resumption is the retry
             response = self.client.pull(
                 request={"subscription": subscription, "max_messages": self.max_messages},
-                timeout=self.pull_timeout_s)
+                timeout=self.pull_timeout_s, retry=None)
             received = type(response).pb(response).received_messages
-        except (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable):
-            received = ()
+        except exceptions.DeadlineExceeded:
+            received = ()  # nothing to deliver within the timeout
+        except (exceptions.GoogleAPICallError, exceptions.RetryError) as err:
+            # unreachable, throttled, ...: the job keeps running and tries again; the
+            # watermark stays where it is, since nobody knows what is waiting
+            self.pull_errors.inc()
+            now = time.monotonic()
+            if now - self._last_error_log >= 60:
+                self._last_error_log = now
+                _LOG.warning("pulling %s failed (retrying): %s", subscription, err)
+            finalizer.register(_nothing)
+            tracker.defer_remainder(Duration(seconds=self.error_resume_s))
+            return
         if not received:
             # runners that finalize every bundle of a finalizing DoFn (Prism) expect
             # each bundle to ask for it
