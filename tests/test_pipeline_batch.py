@@ -56,6 +56,42 @@ def test_read_event_files_reads_jsonl_gzip_and_avro(tmp_path):
                          b'{"kind": "email_open", "ref": null}}')]))
 
 
+def test_damaged_files_keep_what_was_read_and_become_one_dead_letter(tmp_path):
+    """A .gz that is not gzip, an Avro file cut short, an Avro timestamp logical type:
+    the job goes on, and each file's unreadable rest is one Unreadable record."""
+    import datetime
+
+    from transforms.io import Unreadable
+    (tmp_path / "good.jsonl").write_bytes(b'{"x": 1}\n')
+    (tmp_path / "plain.jsonl.gz").write_bytes(b'{"x": 2}\n')  # not gzip at all
+    schema = fastavro.parse_schema({
+        "type": "record", "name": "E", "fields": [
+            {"name": "event_id", "type": "string"},
+            {"name": "occurred_at", "type": {"type": "long", "logicalType": "timestamp-micros"}}]})
+    stamp = datetime.datetime(2026, 5, 1, 9, 0, tzinfo=datetime.timezone.utc)
+    whole = tmp_path / "whole.avro"
+    with open(whole, "wb") as handle:
+        fastavro.writer(handle, schema, [{"event_id": f"e{i}", "occurred_at": stamp}
+                                         for i in range(500)])
+    data = whole.read_bytes()
+    (tmp_path / "cut.avro").write_bytes(data[:len(data) - 40])
+    with TestPipeline() as p:
+        records = p | ReadEventFiles(str(tmp_path / "*"))
+        shown = records | beam.Map(lambda r: (
+            os.path.basename(r[0]),
+            r[1].reason.split(":")[0] if isinstance(r[1], Unreadable) else r[1]))
+        assert_that(shown | "Damaged" >> beam.Filter(lambda r: "unreadable" in r[0]),
+                    equal_to([("plain.jsonl.gz:unreadable", "unreadable file after line 0"),
+                              ("cut.avro#unreadable", "unreadable Avro file after record 0")]),
+                    label="damaged")
+        assert_that(shown | "Good" >> beam.Filter(lambda r: r[0] in ("good.jsonl:1",
+                                                                     "whole.avro#1")),
+                    equal_to([("good.jsonl:1", b'{"x": 1}'),
+                              ("whole.avro#1", b'{"event_id": "e0", "occurred_at": '
+                                               b'"2026-05-01T09:00:00+00:00"}')]),
+                    label="good")
+
+
 def test_parse_events_splits_events_and_dead_letters():
     good = json.dumps({"event_id": "e1", "tenant_id": "acme", "lead_id": "L1",
                        "type": "tag_added", "occurred_at": "2026-05-01T00:00:00Z",

@@ -23,27 +23,46 @@ class Unreadable(NamedTuple):
 
 
 def records_of(path, open_file):
-    """(source, payload) of every record of one file; `open_file(compression)` opens it."""
+    """(source, payload) of every record of one file; `open_file(compression)` opens it.
+
+    A damaged file (not gzip, truncated, a corrupt Avro block, ...) keeps the records
+    read before the damage, and the rest becomes one dead letter: the job goes on.
+    """
     if path.endswith(".avro"):
         yield from _avro_records(path, open_file)
         return
-    with open_file(CompressionTypes.AUTO) as handle:
-        for number, line in enumerate(iter(handle.readline, b""), 1):
-            line = line.rstrip(b"\r\n")
-            if line.strip():
-                yield f"{path}:{number}", line
+    number = 0
+    try:
+        with open_file(CompressionTypes.AUTO) as handle:
+            for number, line in enumerate(iter(handle.readline, b""), 1):
+                line = line.rstrip(b"\r\n")
+                if line.strip():
+                    yield f"{path}:{number}", line
+    except Exception as err:  # noqa: BLE001 - whatever the codec raises, one dead letter
+        yield f"{path}:unreadable", Unreadable(
+            f"unreadable file after line {number}: {type(err).__name__}: {err}"[:500])
 
 
 def _avro_records(path, open_file):
     import fastavro
-    with open_file(CompressionTypes.UNCOMPRESSED) as handle:
-        try:
+    number = 0
+    try:
+        with open_file(CompressionTypes.UNCOMPRESSED) as handle:
             for number, record in enumerate(fastavro.reader(handle), 1):
                 clean = {k: v for k, v in record.items() if v is not None}
-                yield f"{path}#{number}", json.dumps(clean, ensure_ascii=False).encode()
-        except (ValueError, EOFError, OSError, StopIteration) as err:
-            # a damaged file: what was read stays, the rest becomes one dead letter
-            yield f"{path}#unreadable", Unreadable(f"unreadable Avro file: {err}")
+                yield f"{path}#{number}", json.dumps(clean, ensure_ascii=False,
+                                                     default=_json_value).encode()
+    except Exception as err:  # noqa: BLE001 - a damaged file: what was read stays
+        yield f"{path}#unreadable", Unreadable(
+            f"unreadable Avro file after record {number}: {type(err).__name__}: "
+            f"{err}"[:500])
+
+
+def _json_value(value):
+    """JSON for the values Avro's logical types give (timestamps, dates, decimals)."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()  # an aware datetime: RFC 3339
+    return str(value)
 
 
 def read_records(readable):
