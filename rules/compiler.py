@@ -142,7 +142,7 @@ class _Codegen:
             return self.field_expr(node["field"], node["op"], node.get("value"), idx, positive)
         if "tag" in node:
             t.own[idx] = True
-            tag = node["tag"].lower()
+            tag = node["tag"].casefold()
             _mark(t.tag_index, tag, self.code, positive)
             return f"({tag!r} in T)"
         if "list" in node:
@@ -189,7 +189,7 @@ class _Codegen:
             if op == "within_last_days":
                 return f"(now - {window} < DT.get({f}, _nan) <= now)"
             return f"(DT.get({f}, _nan) <= now - {window})"
-        # string operators: evaluated on the lower-case text ('' when empty)
+        # string operators: evaluated on the case-folded text ('' when empty)
         if op == "matches":
             pred = re.compile(value, re.IGNORECASE).search
             fn = self.const(pred, "_r")
@@ -213,8 +213,8 @@ class _Codegen:
     def activity_expr(self, node, idx, positive):
         t = self.t
         t.own[idx] = True
-        kind = node["activity"].lower()
-        ref = node["ref"].lower() if node.get("ref") else None
+        kind = node["activity"].casefold()
+        ref = node["ref"].casefold() if node.get("ref") else None
         low, high = activity_bounds(node)
         window = days_to_us(node["within_days"]) if "within_days" in node else None
         _mark(t.activity_atoms.setdefault(kind, {}), (ref, window, low, high), self.code,

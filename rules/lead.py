@@ -28,9 +28,9 @@ def activity_order(activity):
 class Profile(NamedTuple):
     """What the rules read of a lead: the input of a from-scratch evaluation."""
     fields: dict          # name -> value (cleared fields are absent)
-    tags: frozenset       # lower-case tags
+    tags: frozenset       # case-folded tags
     static_lists: frozenset
-    activities: tuple     # (occurred_at, kind, ref or None, event_id), kind and ref lower-case
+    activities: tuple     # (occurred_at, kind, ref or None, event_id), kind and ref case-folded
 
 
 class Changes:
@@ -203,17 +203,17 @@ class LeadState:
                     if old != value or type(old) is not type(value):
                         changes.fields.setdefault(name, old)
         elif kind == "activity":
-            kind_ = event.activity_kind.lower()
+            kind_ = event.activity_kind.casefold()
             policy = policies.get(kind_)
             if policy is not None:
-                ref = event.activity_ref.lower() if event.activity_ref else None
+                ref = event.activity_ref.casefold() if event.activity_ref else None
                 entries = self.acts.setdefault(kind_, [])
                 if not any(e[1] == event.event_id for e in entries):
                     insort(entries, (event.occurred_at, event.event_id, ref))
                     changes.activities.add((kind_, ref, event.occurred_at, event.event_id))
                     self._compact_kind(kind_, policy)
         elif kind in ("tag_added", "tag_removed"):
-            self._set_flag(self.tags, self.tag_set, event.tag.lower(),
+            self._set_flag(self.tags, self.tag_set, event.tag.casefold(),
                            kind == "tag_added", version, changes.tags)
         else:
             self._set_flag(self.statics, self.static_set, event.list_id,

@@ -60,8 +60,8 @@ def field_matches(op, target, raw, now):
 
 def activity_count(node, profile, now):
     """How many of the lead's activities the activity node counts at `now`."""
-    kind = node["activity"].lower()
-    ref = node["ref"].lower() if node.get("ref") else None
+    kind = node["activity"].casefold()
+    ref = node["ref"].casefold() if node.get("ref") else None
     window = days_to_us(node["within_days"]) if "within_days" in node else None
     return sum(1 for ts, k, r, _ in profile.activities
                if k == kind and (ref is None or r == ref)
@@ -86,7 +86,7 @@ def evaluate(node, profile, members, now):
         return field_matches(node["op"], node.get("value"), profile.fields.get(node["field"]),
                              now)
     if "tag" in node:
-        return node["tag"].lower() in profile.tags
+        return node["tag"].casefold() in profile.tags
     if "list" in node:
         return node["list"] in members
     return activity_matches(node, profile, now)

@@ -36,22 +36,22 @@ def canon(value):
     if value is None:
         return None
     if isinstance(value, str):
-        return value.lower() if value else None
+        return value.casefold() if value else None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
         if value != value or value in (math.inf, -math.inf):
-            return str(value).lower()
+            return str(value).casefold()
         if value.is_integer() and abs(value) <= 2 ** 53:  # exact: 1e15 == 10**15
             return str(int(value))
         return repr(value)
     if isinstance(value, (list, dict)):
         if not value:
             return None
-        return json.dumps(value, sort_keys=True, separators=(",", ":")).lower()
-    return str(value).lower()
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).casefold()
+    return str(value).casefold()
 
 
 def to_number(value):

@@ -19,10 +19,10 @@ def fold(events):
         if e.type == "lead_upserted":
             fields.update(e.fields or {})
         elif e.type == "activity":
-            ref = e.activity_ref.lower() if e.activity_ref else None
-            acts[e.event_id] = (e.occurred_at, e.activity_kind.lower(), ref, e.event_id)
+            ref = e.activity_ref.casefold() if e.activity_ref else None
+            acts[e.event_id] = (e.occurred_at, e.activity_kind.casefold(), ref, e.event_id)
         elif e.type in ("tag_added", "tag_removed"):
-            tags[e.tag.lower()] = e.type == "tag_added"
+            tags[e.tag.casefold()] = e.type == "tag_added"
         else:
             statics[e.list_id] = e.type == "static_list_added"
     if not exists:

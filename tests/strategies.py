@@ -149,11 +149,11 @@ def profiles(draw):
             value = draw(field_values[kind])
             if value is not None:
                 fields[name] = value
-    tags = frozenset(t.lower() for t in draw(st.sets(st.sampled_from(TAGS))))
+    tags = frozenset(t.casefold() for t in draw(st.sets(st.sampled_from(TAGS))))
     statics = frozenset(draw(st.sets(st.sampled_from(["s0", "s1"]))))
     acts = draw(st.lists(st.tuples(times(), st.sampled_from(KINDS), st.sampled_from(REFS)),
                          max_size=6))
-    activities = tuple(sorted(((ts, kind, ref.lower() if ref else None, f"a{i}")
+    activities = tuple(sorted(((ts, kind, ref.casefold() if ref else None, f"a{i}")
                                for i, (ts, kind, ref) in enumerate(acts)),
                               key=activity_order))
     return Profile(fields, tags, statics, activities)

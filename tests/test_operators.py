@@ -32,6 +32,7 @@ F = "f"
 CASES = [
     # eq / neq: case-insensitive, numbers by value, "05" is not 5, empty is never equal
     ("eq", "NY", "ny", True), ("eq", "NY", "NJ", False), ("eq", "NY", None, False),
+    ("eq", "STRASSE", "straße", True), ("contains", "SS", "Großmann", True),  # folding
     ("eq", 5, 5.0, True), ("eq", 5, "5", True), ("eq", 5, "05", False),
     ("eq", True, "TRUE", True), ("eq", "x", "", False),
     ("neq", "NY", "ny", False), ("neq", "NY", None, True), ("neq", "NY", "", True),
@@ -133,3 +134,16 @@ def test_groups_nest_and_empty_groups_are_vacuous():
     check({"not": {"all": [{"any": [{"tag": "vip"}, {"field": F, "op": "eq", "value": 1}]},
                            {"not": {"tag": "churn"}}]}}, False, tags={"vip"})
     check({"tag": "VIP"}, True, tags={"vip"})
+
+
+def test_tags_and_activity_kinds_fold_case_too():
+    from rules import LeadProcessor, LeadState, parse_definitions
+    from schemas.records import ChangeEvent
+    processor = LeadProcessor(parse_definitions({"tenants": ["t"], "lists": [
+        {"tenant_id": "t", "list_id": "tagged", "rules": {"tag": "MASSE"}},
+        {"tenant_id": "t", "list_id": "opened", "rules": {"activity": "E-MAIL_ÖFFNEN"}}]}))
+    state = LeadState()
+    processor.on_event(state, ChangeEvent("e1", "t", "L", "tag_added", 1, tag="maße"))
+    processor.on_event(state, ChangeEvent("e2", "t", "L", "activity", 2,
+                                          activity_kind="e-mail_öffnen"))
+    assert set(state.members) == {"tagged", "opened"}
