@@ -442,6 +442,8 @@ def main(argv=None):
                               "source",
               "PrismRunner": "LOOPBACK workers, the pull reader",
               "FlinkRunner": "embedded Flink, parallelism 2, LOOPBACK, the pull reader"}[runner]
+    if args.job_arg:
+        engine += ", job options " + " ".join(args.job_arg)
     print(f"runner: {runner} ({engine}), "
           f"{args.seconds:g}s per rate"
           + (f" after {args.warmup:g}s of warm-up at that rate" if args.warmup else "")
