@@ -92,15 +92,20 @@ def written_tables():
 
 
 def ensure_views(project, dataset, client=None):
-    """Create the dataset (if missing) and (re)create the views; the launcher calls it."""
+    """Create the dataset (if missing) and the views, or update the views' SQL in place
+    (never dropped and re-made: readers would see "not found" in between); the launcher
+    calls it."""
+    from google.api_core.exceptions import Conflict
     from google.cloud import bigquery
     client = client or bigquery.Client(project=project)
     client.create_dataset(f"{project}.{dataset}", exists_ok=True)
     for name, sql in bigquery_views(project, dataset).items():
         view = bigquery.Table(f"{project}.{dataset}.{name}")
         view.view_query = sql
-        client.delete_table(view, not_found_ok=True)
-        client.create_table(view)
+        try:
+            client.create_table(view)
+        except Conflict:
+            client.update_table(view, ["view_query"])
 
 
 class BigQueryStore:

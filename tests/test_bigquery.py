@@ -116,15 +116,20 @@ class RecordingClient:
 
     def __init__(self):
         self.calls = []
+        self.tables = set()
 
     def create_dataset(self, name, exists_ok):
         self.calls.append(("dataset", name, exists_ok))
 
-    def delete_table(self, table, not_found_ok):
-        self.calls.append(("delete", str(table.reference)))
-
     def create_table(self, table):
+        from google.api_core.exceptions import Conflict
+        if str(table.reference) in self.tables:
+            raise Conflict(f"Already Exists: {table.reference}")
+        self.tables.add(str(table.reference))
         self.calls.append(("view", str(table.reference), table.view_query))
+
+    def update_table(self, table, fields):
+        self.calls.append(("update", str(table.reference), table.view_query, tuple(fields)))
 
 
 def test_launcher_creates_the_dataset_and_the_views():
@@ -137,6 +142,12 @@ def test_launcher_creates_the_dataset_and_the_views():
     assert views == {f"test-project.lists.{k}": v
                      for k, v in bigquery_views("test-project", "lists").items()}
     assert "`test-project.lists.membership_deltas`" in views["test-project.lists.list_memberships"]
+    # the next launch updates the views in place: never dropped, so readers never miss one
+    client.calls.clear()
+    ensure_views("test-project", "lists", client)
+    assert sorted(call[0] for call in client.calls) == ["dataset", "update", "update"]
+    assert {call[1]: call[2] for call in client.calls if call[0] == "update"} == views
+    assert all(call[3] == ("view_query",) for call in client.calls if call[0] == "update")
 
 
 def test_reconcile_fixes_go_through_the_bigquery_writers():
