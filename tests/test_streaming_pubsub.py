@@ -170,7 +170,7 @@ def test_sample_through_pubsub_equals_the_reference(tmp_path, pubsub_emulator, r
     assert unacknowledged(topic) == 0, "messages were read but never acknowledged"
 
 
-@pytest.mark.parametrize("runner", ("DirectRunner", "PrismRunner"))
+@pytest.mark.parametrize("runner", parts.RUNNERS)
 def test_a_killed_job_restarts_from_the_sink(tmp_path, pubsub_emulator, request, runner):
     _, definitions, events, _, _ = sample_events()
     first, second = tmp_path / "first", tmp_path / "second"
