@@ -92,6 +92,24 @@ def test_damaged_files_keep_what_was_read_and_become_one_dead_letter(tmp_path):
                     label="good")
 
 
+def test_a_storage_error_is_not_damage_it_fails_the_read():
+    """A connection reset part-way is not a damaged file: swallowing it would lose the
+    rest of the file for good; failing lets the runner read the file again."""
+    import io
+
+    import pytest
+
+    from transforms.io import records_of
+
+    class Flaky(io.BytesIO):
+        def readline(self, *args):
+            if self.tell() > 10:
+                raise ConnectionResetError("connection reset by peer")
+            return super().readline(*args)
+    with pytest.raises(ConnectionResetError):
+        list(records_of("gs://b/events.jsonl", lambda _: Flaky(b'{"x": 1}\n{"x": 2}\n')))
+
+
 def test_parse_events_splits_events_and_dead_letters():
     good = json.dumps({"event_id": "e1", "tenant_id": "acme", "lead_id": "L1",
                        "type": "tag_added", "occurred_at": "2026-05-01T00:00:00Z",

@@ -7,13 +7,27 @@ reader serves the backfill job and the `publish` command.
 
 from __future__ import annotations
 
+import gzip
 import json
+import lzma
+import zlib
 from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+
+# What a damaged file raises, as opposed to the storage under it (OSError in general):
+# the codecs' own errors, and what fastavro raises on bytes that are not what they claim.
+_DAMAGE = (zlib.error, EOFError, gzip.BadGzipFile, lzma.LZMAError, ValueError)
+
+
+def _avro_damage():
+    from fastavro._schema_common import SchemaParseException
+    return _DAMAGE + (StopIteration, IndexError, KeyError, TypeError, AttributeError,
+                      SchemaParseException)
 
 
 class Unreadable(NamedTuple):
@@ -25,8 +39,11 @@ class Unreadable(NamedTuple):
 def records_of(path, open_file):
     """(source, payload) of every record of one file; `open_file(compression)` opens it.
 
-    A damaged file (not gzip, truncated, a corrupt Avro block, ...) keeps the records
-    read before the damage, and the rest becomes one dead letter: the job goes on.
+    A damaged file (not gzip, a corrupt gzip or Avro block, ...) keeps the records read
+    before the damage, and the rest becomes one dead letter: the job goes on. Errors of
+    the storage itself (a connection reset on gs://, a missing file) are not damage: they
+    fail the bundle, and the runner reads the file again. (A gzip file cut short ends
+    without an error in Beam's reader: its last line, if cut, is a `not_json` dead letter.)
     """
     if path.endswith(".avro"):
         yield from _avro_records(path, open_file)
@@ -38,7 +55,7 @@ def records_of(path, open_file):
                 line = line.rstrip(b"\r\n")
                 if line.strip():
                     yield f"{path}:{number}", line
-    except Exception as err:  # noqa: BLE001 - whatever the codec raises, one dead letter
+    except _DAMAGE as err:
         yield f"{path}:unreadable", Unreadable(
             f"unreadable file after line {number}: {type(err).__name__}: {err}"[:500])
 
@@ -52,7 +69,7 @@ def _avro_records(path, open_file):
                 clean = {k: v for k, v in record.items() if v is not None}
                 yield f"{path}#{number}", json.dumps(clean, ensure_ascii=False,
                                                      default=_json_value).encode()
-    except Exception as err:  # noqa: BLE001 - a damaged file: what was read stays
+    except _avro_damage() as err:  # a damaged file: what was read stays
         yield f"{path}#unreadable", Unreadable(
             f"unreadable Avro file after record {number}: {type(err).__name__}: "
             f"{err}"[:500])
