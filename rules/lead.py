@@ -61,7 +61,7 @@ class LeadState:
 
     __slots__ = ("values", "versions", "tags", "statics", "acts", "tomb", "last", "seen",
                  "clock", "members", "next_flip", "defs_version", "seq", "watch", "view",
-                 "view_owner", "tag_set", "static_set")
+                 "view_owner", "tag_set", "static_set", "defs_changes")
 
     def __init__(self):
         self.values = {}      # field -> raw value (None: cleared, kept for its version)
@@ -77,6 +77,7 @@ class LeadState:
         self.next_flip = None
         self.defs_version = None
         self.seq = 0          # number of deltas emitted so far
+        self.defs_changes = 0  # number of definition versions the lead has followed
         self.watch = None     # per list: its first false conjunct (see CompiledTenant)
         self._reset_derived()
 
@@ -106,12 +107,14 @@ class LeadState:
 
     # -- persistence: derived views are rebuilt, not stored ---------------------------
     _STORED = ("values", "versions", "tags", "statics", "acts", "tomb", "last", "seen",
-               "clock", "members", "next_flip", "defs_version", "seq", "watch")
+               "clock", "members", "next_flip", "defs_version", "seq", "watch",
+               "defs_changes")
 
     def __getstate__(self):
         return tuple(getattr(self, name) for name in self._STORED)
 
     def __setstate__(self, data):
+        self.defs_changes = 0  # states pickled before it existed
         for name, value in zip(self._STORED, data):
             setattr(self, name, value)
         self._reset_derived()
@@ -127,6 +130,7 @@ class LeadState:
             "last": list(self.last) if self.last else None,
             "seen": self.seen, "clock": self.clock, "members": self.members,
             "next_flip": self.next_flip, "defs_version": self.defs_version, "seq": self.seq,
+            "defs_changes": self.defs_changes,
             "watch": self.watch.hex() if self.watch is not None else None,
         }
 
@@ -135,9 +139,20 @@ class LeadState:
         state = cls()
         state.values = {k: v[0] for k, v in data["fields"].items()}
         state.versions = {k: (v[1], v[2]) for k, v in data["fields"].items()}
-        state.tags = {k: tuple(v) for k, v in data["tags"].items()}
+        # tags and activity kinds are case-folded; states stored when they were only
+        # lower-cased fold on loading (two tags that now fold together keep the newer)
+        state.tags = {}
+        for key, value in data["tags"].items():
+            key, value = key.casefold(), tuple(value)
+            if key not in state.tags or state.tags[key][1:] < value[1:]:
+                state.tags[key] = value
         state.statics = {k: tuple(v) for k, v in data["static_lists"].items()}
-        state.acts = {k: [tuple(e) for e in v] for k, v in data["activities"].items()}
+        state.acts = {}
+        for kind, entries in data["activities"].items():
+            state.acts.setdefault(kind.casefold(), []).extend(
+                (ts, eid, ref.casefold() if ref else ref) for ts, eid, ref in entries)
+        for entries in state.acts.values():
+            entries.sort(key=lambda e: e[:2])
         state.tomb = tuple(data["tomb"]) if data["tomb"] else None
         state.last = tuple(data["last"]) if data["last"] else None
         state.seen = dict(data["seen"])
@@ -146,6 +161,7 @@ class LeadState:
         state.next_flip = data["next_flip"]
         state.defs_version = data["defs_version"]
         state.seq = data["seq"]
+        state.defs_changes = data.get("defs_changes", 0)
         watch = data.get("watch")
         state.watch = bytearray.fromhex(watch) if watch else None
         state._reset_derived()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from rules.compiler import compile_definitions
 from rules.values import format_ts
-from schemas.records import DEFINITION_CAUSE, make_delta
+from schemas.records import make_delta
+
+DEFINITION_CAUSE = "definition:"
 
 APPLIED, DUPLICATE, STALE, NO_TENANT = "applied", "duplicate", "stale", "no_tenant"
 _NONE = frozenset()
@@ -94,9 +96,12 @@ class LeadProcessor:
         if ct is None:
             cause = f"{DEFINITION_CAUSE}{self.version}"
             found = [(lid, False, 0) for lid in sorted(state.members)]
-            state.defs_version = self.version
+            if state.defs_version != self.version:
+                state.defs_version = self.version
+                state.defs_changes += 1
             state.next_flip = None
-            return self._record(state, tenant, lead, found, state.clock or 0, cause)
+            return self._record(state, tenant, lead, found, state.clock or 0, cause,
+                                state.defs_changes)
         return self._sync_definitions(ct, state, tenant, lead)
 
     def run_history(self, state, events, until=None):
@@ -121,6 +126,7 @@ class LeadProcessor:
             return []
         first = state.defs_version is None
         state.defs_version = ct.version
+        state.defs_changes += 1  # the n-th version this lead follows: its deltas' salt
         state.compact(ct.policies)
         if first or state.clock is None:
             return []
@@ -130,7 +136,7 @@ class LeadProcessor:
         elif not ct.has_time:
             state.next_flip = None
         return self._record(state, tenant, lead, found, state.clock,
-                            f"{DEFINITION_CAUSE}{ct.version}")
+                            f"{DEFINITION_CAUSE}{ct.version}", state.defs_changes)
 
     def _advance(self, ct, state, tenant, lead, now):
         """Evaluate each time-window flip up to `now`, in time order."""
@@ -164,7 +170,7 @@ class LeadProcessor:
         return ct.diff(set(state.members), after)
 
     @staticmethod
-    def _record(state, tenant, lead, found, when, cause):
+    def _record(state, tenant, lead, found, when, cause, salt=None):
         members = state.members
         deltas = []
         for lid, added, depth in found:
@@ -173,5 +179,6 @@ class LeadProcessor:
             else:
                 members.pop(lid, None)
             state.seq += 1
-            deltas.append(make_delta(tenant, lead, lid, added, when, cause, depth, state.seq))
+            deltas.append(make_delta(tenant, lead, lid, added, when, cause, depth, state.seq,
+                                     salt))
         return deltas

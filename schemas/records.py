@@ -67,24 +67,22 @@ def stable_id(*parts):
     return digest.hexdigest()[:32]
 
 
-DEFINITION_CAUSE = "definition:"
-
-
 def make_delta(tenant_id, lead_id, list_id, added, event_time, cause, depth, seq=0,
-               _sha=hashlib.sha256, _new=tuple.__new__):
-    """A Delta whose id is stable_id(tenant_id, lead_id, list_id, action, cause), and for
-    a `definition:` cause also the lead's seq.
+               salt=None, _sha=hashlib.sha256, _new=tuple.__new__):
+    """A Delta whose id is stable_id(tenant_id, lead_id, list_id, action, cause[, salt]).
 
     An event or a timer moment changes a list once, but definitions can come back: a
-    rollback to v1 and a second roll-out of v2 give a lead the same `definition:v2`
-    change twice, and a sink that drops repeated ids would drop the second. The seq
-    tells them apart and is the same when a retried bundle evaluates the same state.
+    roll-back to v1 and a second roll-out of v2 give a lead the same `definition:v2`
+    change twice, and a sink that drops repeated ids would drop the second. Their
+    deltas pass the lead's count of definition changes as `salt`: it tells the two
+    apart, and unlike `seq` it does not depend on how the lead's events, timers and
+    sweeps interleave, so a replay after a restore gives the same id.
     Written out by hand: it runs once per delta, ~10 times per event.
     """
     action = "added" if added else "removed"
     text = f"{tenant_id}\x1f{lead_id}\x1f{list_id}\x1f{action}\x1f{cause}"
-    if cause.startswith(DEFINITION_CAUSE):
-        text = f"{text}\x1f{seq}"
+    if salt is not None:
+        text = f"{text}\x1f{salt}"
     return _new(Delta, (_sha(text.encode("utf-8", "surrogatepass")).hexdigest()[:32],
                         tenant_id, lead_id, list_id, action, event_time, cause, depth, seq))
 

@@ -147,3 +147,15 @@ def test_tags_and_activity_kinds_fold_case_too():
     processor.on_event(state, ChangeEvent("e2", "t", "L", "activity", 2,
                                           activity_kind="e-mail_öffnen"))
     assert set(state.members) == {"tagged", "opened"}
+
+
+def test_a_state_stored_lower_cased_folds_on_loading():
+    """Profiles written when tags were only lower-cased: `straße` must meet a later
+    `tag_removed Straße` (folded `strasse`), or the lead would stay in the list."""
+    from rules import LeadState
+    stored = LeadState().to_dict()
+    stored["tags"] = {"straße": [True, 5, "e1"], "strasse": [False, 3, "e0"]}
+    stored["activities"] = {"e-mail_öffnen": [[1, "a1", "Kampagne-ß"]]}
+    state = LeadState.from_dict(stored)
+    assert state.tags == {"strasse": (True, 5, "e1")}  # the newer of the two
+    assert state.acts == {"e-mail_öffnen": [(1, "a1", "kampagne-ss")]}

@@ -171,3 +171,36 @@ def test_the_json_lines_store_reads_back_the_profiles_it_wrote(tmp_path):
     store.write_deltas(deltas, format_ts(STAMP), [newer])
     assert store.profile("t", "x")["state"] == newer["state"]  # not the first one, cached
     assert store.memberships() == set()
+
+
+def test_a_definition_change_replayed_in_another_order_is_the_same_row(tmp_path):
+    """After a restore, a re-delivered sweep can run before an event it first followed:
+    the lead's seq differs between the two orders, its definition change must not."""
+    from rules import LeadProcessor, LeadState, parse_definitions
+    from schemas.records import ChangeEvent
+
+    def version(bound):
+        return LeadProcessor(parse_definitions({"tenants": ["t"], "lists": [
+            {"tenant_id": "t", "list_id": "high",
+             "rules": {"field": "score", "op": "gt", "value": bound}},
+            {"tenant_id": "t", "list_id": "tagged", "rules": {"tag": "x"}}]}))
+    v1, v2 = version(50), version(70)
+    store = SqliteStore(str(tmp_path / "s.db"))
+    e1 = ChangeEvent("e1", "t", "L", "lead_upserted", 1, fields={"score": 60})
+    e2 = ChangeEvent("e2", "t", "L", "tag_added", 2, tag="x")
+    runs = []
+    for sweep_first in (False, True):
+        state, deltas = LeadState(), []
+        deltas += v1.on_event(state, e1)[1]
+        if sweep_first:
+            deltas += v2.on_definitions(state, "t", "L")
+            deltas += v2.on_event(state, e2)[1]
+        else:
+            deltas += v1.on_event(state, e2)[1]
+            deltas += v2.on_definitions(state, "t", "L")
+        store.write_deltas(deltas, format_ts(STAMP))
+        runs.append({(d.list_id, d.action, d.cause): d.seq for d in deltas})
+    assert runs[0].keys() == runs[1].keys()
+    assert runs[0] != runs[1]  # the seqs differ between the orders...
+    assert store.count(tables.MEMBERSHIP_DELTAS) == 3  # ...the rows do not
+    assert store.memberships() == {("t", "tagged", "L")}
