@@ -27,14 +27,16 @@ def flink_checkpoints(options):
     """Flink finalizes bundles (the pull reader acknowledges what it read) only when a
     checkpoint completes, and checkpoints only when asked: a streaming job on Flink
     without --checkpointing_interval would never acknowledge a message, and Pub/Sub
-    would deliver each again every ack deadline. Set a default; returns it (or None)."""
+    would deliver each again every ack deadline. Set a default; returns it (or None).
+    A PortableRunner may be talking to a Flink job server too: it gets the default as
+    well (other job servers ignore the option)."""
     from apache_beam.options.pipeline_options import StandardOptions
 
     from pipeline.options import FlinkBundleOptions
     from transforms.pubsub import runner_name
     flink = options.view_as(FlinkBundleOptions)
-    if runner_name(options.view_as(StandardOptions).runner) != "FlinkRunner" or \
-            flink.checkpointing_interval is not None:
+    if runner_name(options.view_as(StandardOptions).runner) not in (
+            "FlinkRunner", "PortableRunner") or flink.checkpointing_interval is not None:
         return None
     flink.checkpointing_interval = FLINK_CHECKPOINT_MS
     return FLINK_CHECKPOINT_MS
@@ -68,8 +70,9 @@ def run_stream(argv):
         print(f"reading {subscription} (on {ours.topic})", file=sys.stderr)
     options.view_as(StandardOptions).streaming = True
     if flink_checkpoints(options):
-        print(f"Flink checkpoints every {FLINK_CHECKPOINT_MS} ms (messages are acknowledged "
-              "at checkpoints; --checkpointing_interval changes it)", file=sys.stderr)
+        print(f"checkpoints every {FLINK_CHECKPOINT_MS} ms on Flink (messages are "
+              "acknowledged at checkpoints; --checkpointing_interval changes it)",
+              file=sys.stderr)
     resume = ours.resume_from_sink != "no"
     prepare_sink(ours.sink)
     pipeline = beam.Pipeline(options=options)

@@ -137,6 +137,8 @@ def test_a_stream_on_flink_checkpoints_unless_told_otherwise():
         return options.view_as(FlinkBundleOptions).checkpointing_interval
     assert interval("--runner=FlinkRunner") == FLINK_CHECKPOINT_MS
     assert interval("--runner=FlinkRunner", "--checkpointing_interval=2000") == 2000
+    assert interval("--runner=PortableRunner", "--job_endpoint=localhost:8099") == \
+        FLINK_CHECKPOINT_MS  # may be a Flink job server
     assert interval("--runner=PrismRunner") is None
     assert interval() is None
 

@@ -94,3 +94,27 @@ def test_a_sweep_message_that_cannot_be_read_is_a_dead_letter_not_a_crash():
     data, _ = sweep_message("v2", [("acme", "L1"), ("beta", "L2")], "{}", 17)
     assert outcome(data) == [("sweep", ("acme/L1", Sweep("v2", "{}", 17))),
                              ("sweep", ("beta/L2", Sweep("v2", "{}", 17)))]
+
+
+def test_a_sweep_the_clocks_call_stale_is_taken_when_the_file_holds_it(tmp_path):
+    """The launcher's clock may run behind a worker's: the file, read again, decides."""
+    v1, v2 = (document([dict(OPENED, rules={"tag": tag})]) for tag in "ab")
+    lists = tmp_path / "lists.json"
+    lists.write_text(json.dumps(v1))
+    cache = ProcessorCache(str(lists), refresh_seconds=3600)
+    cache.current()
+    lists.write_text(json.dumps(v2))  # the launcher saw it, its clock says "earlier"
+    version2 = parse_definitions(v2).version
+    behind = Sweep(version2, json.dumps(v2), cache.loaded_at - 1_000_000)
+    assert cache.for_sweep(behind).version == version2
+
+
+def test_a_sweep_with_a_bad_document_keeps_the_definitions(tmp_path):
+    lists = tmp_path / "lists.json"
+    lists.write_text(json.dumps(document([OPENED])))
+    cache = ProcessorCache(str(lists), refresh_seconds=3600)
+    good = cache.current().version
+    bad = Sweep("v-bad", json.dumps({"lists": [{"tenant_id": "acme", "list_id": "x",
+                                                 "rules": {"field": "a", "op": "nope"}}]}),
+                cache.loaded_at + 1)
+    assert cache.for_sweep(bad).version == good  # no exception: the bundle goes on

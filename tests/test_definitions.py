@@ -128,3 +128,17 @@ def test_file_errors_are_one_line(tmp_path):
     assert "cannot read" in caught.value.errors[0]
     with pytest.raises(DefinitionError):
         definitions_from_text("[]")
+
+
+@pytest.mark.parametrize("text, expected", [
+    (json.dumps(lists(dyn("x\ud800", {"tag": "vip"}))),
+     "a lone surrogate escape (half a UTF-16 pair) at the top.lists[0].list_id"),
+    (json.dumps(lists(dyn("x", {"field": "score", "op": "gt", "value": float("nan")}))),
+     "not valid JSON: NaN is not a JSON value"),
+    ('{"tenants": ["acme"], "lists": [], "n": ' + "9" * 5000 + "}", "not valid JSON"),
+])
+def test_text_no_table_can_store_is_one_error_line(text, expected):
+    from rules import definitions_from_text
+    with pytest.raises(DefinitionError) as caught:
+        definitions_from_text(text)
+    assert len(caught.value.errors) == 1 and expected in caught.value.errors[0]

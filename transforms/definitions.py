@@ -56,6 +56,7 @@ class ProcessorCache:
         self.loaded_at = 0  # microseconds since the epoch when `processor` was taken up
         self._checked = 0.0
         self._file_text = None
+        self._rechecked = {}  # version -> when a sweep for it made the file be read
         self._lock = threading.RLock()
         self.rejected = Metrics.counter(NAMESPACE, "definitions_rejected")
         self.loaded = Metrics.counter(NAMESPACE, "definitions_loaded")
@@ -85,10 +86,30 @@ class ProcessorCache:
         current = self.current()
         if sweep.text is None or current.version == sweep.version:
             return current
-        if sweep.issued_at is not None and sweep.issued_at <= self.loaded_at:
-            self.stale_sweeps.inc()
-            return current
-        return self.install(DefinitionsDoc(sweep.version, sweep.text), sweep.issued_at)
+        with self._lock:
+            if self.processor.version == sweep.version:
+                return self.processor
+            if sweep.issued_at is not None and sweep.issued_at <= self.loaded_at:
+                # older than what this worker took up, by the clocks; the file decides
+                # (read at most once per refresh interval and version)
+                self._recheck(sweep.version)
+                if self.processor.version != sweep.version:
+                    self.stale_sweeps.inc()
+                return self.processor
+            try:
+                definitions = definitions_from_text(sweep.text)
+            except DefinitionError as err:  # a sweep with a bad document: keep ours
+                self._reject(err)
+                return self.processor
+            self._take(LeadProcessor(definitions), sweep.issued_at)
+            return self.processor
+
+    def _recheck(self, version):
+        now = time.monotonic()
+        if now - self._rechecked.get(version, -1e9) >= (self.refresh or 0):
+            self._rechecked[version] = now
+            self._checked = now
+            self._poll()
 
     def _take(self, processor, issued_at=None):
         self.processor = processor
