@@ -9,6 +9,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from transforms.definitions import StaticDefinitions
+from transforms.evaluate import DEAD_LETTERS as EVALUATION_DEAD_LETTERS
 from transforms.evaluate import DELTAS, PROFILES, EvaluateLeads, EvaluateLeadsStreaming
 from transforms.io import ReadEventFiles
 from transforms.parse import DEAD_LETTERS, EVENTS, ParseEvents
@@ -21,8 +22,10 @@ def parse_evaluate_write(records, definitions, evaluate, sink):
     aside), evaluate each lead, write the tables."""
     parsed = records | "Parse" >> ParseEvents(definitions)
     evaluated = parsed[EVENTS] | "Evaluate" >> evaluate
+    dead = ((parsed[DEAD_LETTERS], evaluated[EVALUATION_DEAD_LETTERS])
+            | "DeadLetters" >> beam.Flatten())
     outputs = {"events": parsed[EVENTS], "deltas": evaluated[DELTAS],
-               "dead_letters": parsed[DEAD_LETTERS], "profiles": evaluated[PROFILES]}
+               "dead_letters": dead, "profiles": evaluated[PROFILES]}
     if sink:
         outputs | "WriteTables" >> WriteTables(sink)
     return outputs

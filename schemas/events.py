@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from rules.values import parse_timestamp
+from rules.values import format_ts, parse_timestamp
 from schemas.records import EVENT_TYPES, ChangeEvent
 
 MAX_RECORD_BYTES = 1 << 20
@@ -148,3 +148,21 @@ def to_event(record, definitions=None):
 def parse_event(payload, definitions=None):
     """decode + to_event: raw bytes or text in, ChangeEvent out (or InvalidEvent)."""
     return to_event(decode(payload), definitions)
+
+
+def event_json(event):
+    """The JSON record of a ChangeEvent (the inverse of parsing)."""
+    record = {"event_id": event.event_id, "tenant_id": event.tenant_id,
+              "lead_id": event.lead_id, "type": event.type,
+              "occurred_at": format_ts(event.occurred_at)}
+    if event.fields is not None:
+        record["fields"] = event.fields
+    if event.activity_kind is not None:
+        record["activity"] = {"kind": event.activity_kind}
+        if event.activity_ref is not None:
+            record["activity"]["ref"] = event.activity_ref
+    if event.tag is not None:
+        record["tag"] = event.tag
+    if event.list_id is not None:
+        record["list_id"] = event.list_id
+    return json.dumps(record)

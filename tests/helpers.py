@@ -12,30 +12,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.cli import job_counters
 from pipeline.graph import build_backfill
 from rules import evaluate_tenant
-from rules.values import format_ts
 from storage import open_store
+from schemas.events import event_json  # noqa: F401 - the tests import it from here
 from tests.oracle import fold
 from transforms.definitions import DefinitionsDoc
 
 SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample")
-
-
-def event_json(event):
-    """The JSON record of a ChangeEvent (the inverse of parsing)."""
-    record = {"event_id": event.event_id, "tenant_id": event.tenant_id,
-              "lead_id": event.lead_id, "type": event.type,
-              "occurred_at": format_ts(event.occurred_at)}
-    if event.fields is not None:
-        record["fields"] = event.fields
-    if event.activity_kind is not None:
-        record["activity"] = {"kind": event.activity_kind}
-        if event.activity_ref is not None:
-            record["activity"]["ref"] = event.activity_ref
-    if event.tag is not None:
-        record["tag"] = event.tag
-    if event.list_id is not None:
-        record["list_id"] = event.list_id
-    return json.dumps(record)
 
 
 def write_events(folder, events, files=2, extra_lines=()):

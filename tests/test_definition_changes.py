@@ -118,3 +118,53 @@ def test_a_sweep_with_a_bad_document_keeps_the_definitions(tmp_path):
                                                  "rules": {"field": "a", "op": "nope"}}]}),
                 cache.loaded_at + 1)
     assert cache.for_sweep(bad).version == good  # no exception: the bundle goes on
+
+
+def test_an_event_whose_tenant_left_is_a_dead_letter_in_the_streaming_step():
+    """SPEC: input = applied + duplicates + dead letters. An event valid when parsed but
+    evaluated after its tenant left the definitions is the third kind."""
+    from apache_beam import pvalue
+
+    from transforms.evaluate import DEAD_LETTERS, PROFILES, StatefulLeadFn
+
+    class Cell:
+        def __init__(self, value=None):
+            self.value = value
+
+        def read(self):
+            return self.value
+
+        def write(self, value):
+            self.value = value
+
+        def clear(self):
+            self.value = None
+
+    class Timer:
+        def set(self, when):
+            pass
+
+        def clear(self):
+            pass
+
+    with_acme, without = processor([OPENED, BETA]), processor([BETA])
+    state = LeadState()
+    with_acme.on_event(state, ChangeEvent("e1", "acme", "L1", "activity", T0,
+                                          activity_kind="email_open"))
+    fn = StatefulLeadFn("unused.json", 60)
+    fn.cache = type("Cache", (), {"current": lambda self: without})()
+    fn.resume_from = None
+    event = ChangeEvent("e2", "acme", "L1", "tag_added", T0 + DAY, tag="x")
+    out = list(fn.process(("acme/L1", event), lead=Cell(state), flip=Timer(),
+                          expiry=Timer()))
+    tagged = {}
+    for item in out:
+        if isinstance(item, pvalue.TaggedOutput):
+            tagged.setdefault(item.tag, []).append(item.value)
+        else:
+            tagged.setdefault("deltas", []).append(item)
+    [dead] = tagged[DEAD_LETTERS]
+    assert dead.reason.startswith("unknown_tenant: tenant 'acme' left the definitions")
+    assert json.loads(dead.payload)["event_id"] == "e2"
+    assert [(d.list_id, d.action) for d in tagged["deltas"]] == [("opened", "removed")]
+    assert len(tagged[PROFILES]) == 1

@@ -23,7 +23,9 @@ from apache_beam.transforms.userstate import (ReadModifyWriteStateSpec, TimerSpe
 from apache_beam.utils.timestamp import Timestamp
 
 from rules import LeadState
-from schemas.records import ChangeEvent, Sweep, split_lead_key
+from rules.processor import NO_TENANT
+from schemas.events import event_json
+from schemas.records import ChangeEvent, Sweep, make_dead_letter, split_lead_key
 from storage import shared_store
 from storage.rows import profile_row, state_from_row
 from transforms import coders  # noqa: F401 - registers the event coder
@@ -31,6 +33,7 @@ from transforms.definitions import NAMESPACE, shared_cache
 
 DELTAS = "deltas"
 PROFILES = "profiles"
+DEAD_LETTERS = "dead_letters"  # events that could not be evaluated (their tenant left)
 
 
 def now_us():
@@ -61,6 +64,8 @@ class _Counters:
         self.depth = Metrics.distribution(NAMESPACE, "cascade_depth")
         self.engine_us = Metrics.distribution(NAMESPACE, "engine_us_per_event")
         self.timers = Metrics.counter(NAMESPACE, "timers_fired")
+        self.dead = (Metrics.counter(NAMESPACE, "dead_letters"),
+                     Metrics.counter(NAMESPACE, "dead_letter_unknown_tenant"))
 
     def count(self, outcomes, deltas, elapsed_us, events):
         for name, value in outcomes.items():
@@ -114,7 +119,8 @@ class EvaluateLeads(beam.PTransform):
                 | "GroupHistories" >> beam.GroupByKey()
                 | "Evaluate" >> beam.ParDo(
                     EvaluateHistoryFn(), pvalue.AsSingleton(self.definitions),
-                    pvalue.AsSingleton(as_of)).with_outputs(PROFILES, main=DELTAS))
+                    pvalue.AsSingleton(as_of)).with_outputs(PROFILES, DEAD_LETTERS,
+                                                            main=DELTAS))
 
 
 TOMBSTONE_RETENTION_US = 7 * 86_400 * 1_000_000
@@ -194,6 +200,12 @@ class StatefulLeadFn(beam.DoFn):
         else:
             outcome, deltas = self.cache.current().on_event(state, item)
             outcomes, events = {outcome: 1}, 1
+            if outcome == NO_TENANT:  # valid when parsed; its tenant has left since
+                for counter in self.counters.dead:
+                    counter.inc()
+                yield pvalue.TaggedOutput(DEAD_LETTERS, make_dead_letter(
+                    f"lead:{key}", f"unknown_tenant: tenant {tenant!r} left the "
+                    f"definitions before the event was evaluated", event_json(item), now_us()))
         self.counters.count(outcomes, deltas, (time.perf_counter() - started) * 1e6, events)
         yield from self._finish(tenant, lead_id, state, deltas, lead, flip, expiry)
 
@@ -246,4 +258,4 @@ class EvaluateLeadsStreaming(beam.PTransform):
             keyed = (keyed, self.sweeps) | "WithSweeps" >> beam.Flatten()
         # a str key hint gives the state a deterministic key coder
         return keyed | "Evaluate" >> beam.ParDo(self.fn).with_input_types(
-            typing.Tuple[str, typing.Any]).with_outputs(PROFILES, main=DELTAS)
+            typing.Tuple[str, typing.Any]).with_outputs(PROFILES, DEAD_LETTERS, main=DELTAS)
