@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from rules.values import to_number
+from rules.values import lone_surrogate, reject_json_constant, to_number
 
 FIELD_OPS = (
     "eq", "neq", "in", "not_in", "contains", "not_contains", "starts_with", "ends_with",
@@ -367,43 +367,17 @@ def _collect_list_nodes(node, found):
 def definitions_from_text(text, source="definition text"):
     """Parse and validate a definition document given as JSON text."""
     try:
-        document = json.loads(text, parse_constant=_no_constant)
+        document = json.loads(text, parse_constant=reject_json_constant)
     except json.JSONDecodeError as err:
         raise DefinitionError([f"{source}: not valid JSON: {err.msg} at line {err.lineno} "
                                f"column {err.colno}"]) from None
     except (ValueError, RecursionError) as err:  # NaN, 4,300+ digits, nested too deep
         raise DefinitionError([f"{source}: not valid JSON: {err}"[:300]]) from None
-    bad = _lone_surrogate_path(document) if "\\u" in text else None
+    bad = lone_surrogate(document) if "\\u" in text else None
     if bad is not None:  # only an escape can make one
         raise DefinitionError([f"{source}: a lone surrogate escape (half a UTF-16 pair) "
-                               f"at {bad}: no table can store it"])
+                               f"at {bad[0]}: no table can store it"])
     return parse_definitions(document)
-
-
-def _no_constant(name):
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _lone_surrogate_path(value, path="the top"):
-    """Where in a parsed document a string with a lone surrogate is (for the message)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return path
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            shown = key.encode("utf-8", "replace").decode()
-            found = _lone_surrogate_path(key, path) or \
-                _lone_surrogate_path(item, f"{path}.{shown}")
-            if found:
-                return found
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _lone_surrogate_path(item, f"{path}[{i}]")
-            if found:
-                return found
-    return None
 
 
 def load_definitions(path):

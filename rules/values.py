@@ -137,3 +137,32 @@ def format_ts(micros):
 def days_to_us(days):
     """A window length in days as whole microseconds."""
     return int(round(days * DAY_US))
+
+
+def reject_json_constant(name):
+    """`parse_constant` for json.loads: NaN, Infinity and -Infinity are Python's, not
+    JSON's, and no table could store them."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def lone_surrogate(value, path="the top"):
+    """(where, character) of the first string in parsed JSON holding half a UTF-16 pair
+    on its own (an escape such as \\ud800: no character, and no table can store it), or
+    None. `where` is a path such as `the top.lists[0].list_id`."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            return path, value[err.start]
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            shown = key.encode("utf-8", "replace").decode()
+            found = lone_surrogate(key, path) or lone_surrogate(item, f"{path}.{shown}")
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = lone_surrogate(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from rules.values import format_ts, parse_timestamp
+from rules.values import format_ts, lone_surrogate, parse_timestamp, reject_json_constant
 from schemas.records import EVENT_TYPES, ChangeEvent
 
 MAX_RECORD_BYTES = 1 << 20
@@ -50,44 +50,24 @@ def decode(payload):
             len(payload.encode("utf-8", "surrogatepass")) > MAX_RECORD_BYTES:
         raise InvalidEvent("oversized", "record is over 1 MiB")
     try:
-        record = json.loads(payload, parse_constant=_no_constant)
+        record = json.loads(payload, parse_constant=reject_json_constant)
     except json.JSONDecodeError as err:
         raise InvalidEvent("not_json", f"not JSON: {err.msg} at column {err.colno}") from None
     except RecursionError:
         raise InvalidEvent("not_json", "not JSON: nested too deeply") from None
-    except ValueError as err:  # e.g. an integer of more than 4,300 digits
+    except ValueError as err:  # NaN, an integer of more than 4,300 digits
         raise InvalidEvent("not_json", f"not JSON: {err}"[:200]) from None
     if not isinstance(record, dict):
         raise InvalidEvent("not_object", "record is not a JSON object")
     if "\\ud" in payload or "\\uD" in payload:  # only escapes make lone surrogates
         try:
-            _no_lone_surrogates(record)
+            found = lone_surrogate(record)
         except RecursionError:
             raise InvalidEvent("not_json", "not JSON: nested too deeply") from None
-    return record
-
-
-def _no_constant(name):
-    """NaN, Infinity and -Infinity: Python's reader takes them, JSON has no such thing."""
-    raise InvalidEvent("not_json", f"not JSON: {name} is not a JSON value")
-
-
-def _no_lone_surrogates(value):
-    """JSON may escape half of a UTF-16 pair (\\ud800) on its own: that is no character,
-    and no table can store it, so the record is refused here rather than at the sink."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as err:
+        if found is not None:
             raise InvalidEvent("not_utf8", f"record holds a lone surrogate escape "
-                                           f"(\\u{ord(value[err.start]):04x})") from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _no_lone_surrogates(key)
-            _no_lone_surrogates(item)
-    elif isinstance(value, list):
-        for item in value:
-            _no_lone_surrogates(item)
+                                           f"(\\u{ord(found[1]):04x})")
+    return record
 
 
 def to_event(record, definitions=None):
