@@ -107,16 +107,22 @@ def _job_options(argv, *required):
     return options, ours
 
 
+def usable_sink(sink, must_exist):
+    """UsageError unless the sink opens (see storage.check_sink)."""
+    from pipeline.options import UsageError
+    from storage import check_sink
+    try:
+        check_sink(sink, must_exist)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
 def prepare_sink(sink):
     """Before a job writes: the sink opens (SQLite, JSON Lines), BigQuery has its
     dataset and views in place."""
-    from pipeline.options import UsageError
-    from storage import check_sink, parse_sink_uri
+    from storage import parse_sink_uri
     uri = parse_sink_uri(sink)
-    try:
-        check_sink(uri, must_exist=False)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    usable_sink(uri, must_exist=False)
     if uri.scheme == "bigquery":
         from storage.bigquery import ensure_views
         ensure_views(*uri.location.split(".", 1))
@@ -229,7 +235,7 @@ def cmd_explain(argv):
     args = _parse(parser, argv)
     from pipeline.options import UsageError
     from rules import explain_lead
-    from storage import check_sink, open_store, parse_sink_uri
+    from storage import open_store, parse_sink_uri
     from storage.rows import state_from_row
     from transforms.definitions import read_definitions
     try:
@@ -242,10 +248,7 @@ def cmd_explain(argv):
         raise UsageError(f"tenant {args.tenant!r} is not in {args.lists}")
     if args.list and args.list not in tenant.lists:
         raise UsageError(f"tenant {args.tenant} has no list {args.list!r}")
-    try:
-        check_sink(args.sink, must_exist=True)  # reading: never creates an empty sink
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    usable_sink(args.sink, must_exist=True)  # reading: never creates an empty sink
     store = open_store(args.sink)
     try:
         row = store.profile(args.tenant, args.lead)

@@ -160,15 +160,11 @@ def read_report(report_dir, prefix="report"):
 
 
 def run_reconcile(argv):
-    from pipeline.cli import _job_options, _timestamp
+    from pipeline.cli import _job_options, _timestamp, usable_sink
     from pipeline.options import UsageError
     from transforms.definitions import read_definitions
     options, ours = _job_options(argv, "lists", "sink")
-    from storage import check_sink
-    try:
-        check_sink(ours.sink, must_exist=True)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    usable_sink(ours.sink, must_exist=True)
     if ours.events or ours.subscription or ours.topic:
         raise UsageError("reconcile reads the sink only: --events, --subscription and "
                          "--topic do not apply")

@@ -25,7 +25,8 @@ LEAD_PROFILES = "lead_profiles"
 TABLES = {
     MEMBERSHIP_DELTAS: [
         Column("delta_id", "STRING", description="hash of tenant, lead, list, action, cause "
-                                                 "(and seq, for a definition cause)"),
+                                                 "(and, for a definition cause, the "
+                                                 "lead's count of definition versions)"),
         Column("tenant_id", "STRING"),
         Column("lead_id", "STRING"),
         Column("list_id", "STRING"),

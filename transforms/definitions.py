@@ -69,10 +69,10 @@ class ProcessorCache:
             processor = self.install(doc)
         return processor
 
-    def install(self, doc, issued_at=None):
+    def install(self, doc):
         with self._lock:
             if self.processor is None or self.processor.version != doc.version:
-                self._take(LeadProcessor(definitions_from_text(doc.text)), issued_at)
+                self._take(LeadProcessor(definitions_from_text(doc.text)))
             return self.processor
 
     def for_sweep(self, sweep):
