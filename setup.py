@@ -10,6 +10,10 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["pipeline", "rules", "schemas", "storage",
                                                "transforms"]),
     package_data={"schemas": ["*.avsc"]},
+    # the engine's evaluation loop in C; optional: without a C compiler the same engine
+    # runs in pure Python (rules/compiler.py), only slower
+    ext_modules=[setuptools.Extension("rules._native", ["rules/_native.c"], optional=True,
+                                      extra_compile_args=["-O2"])],
     install_requires=[
         "apache-beam[gcp]==2.77.0",
         "fastavro==1.13.1",

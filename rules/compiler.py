@@ -17,6 +17,9 @@ from __future__ import annotations
 import heapq
 import math
 import re
+import struct
+import sys
+from array import array
 from bisect import bisect_left, bisect_right
 from operator import itemgetter
 
@@ -24,6 +27,23 @@ from rules.definitions import (DATE_OPS, EMPTY_OPS, NUMERIC_OPS, SCALAR_OPS, SET
                                TenantDefs, activity_bounds)
 from rules.lead import ActivityPolicy
 from rules.values import NAN, canon, days_to_us, to_date_us, to_number
+
+try:  # the evaluation loop in C (rules/_native.c), built where a C compiler is found
+    from rules import _native
+except ImportError:
+    _native = None
+
+NATIVE = _native is not None
+
+
+def use_native(native=None):
+    """Whether to evaluate with the C module: `native` if given (True fails without the
+    module), else whenever the module is built."""
+    if native is None:
+        return NATIVE
+    if native and not NATIVE:
+        raise RuntimeError("rules._native is not built (a C compiler builds it on install)")
+    return bool(native)
 
 _CMP = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
@@ -231,10 +251,95 @@ class _Codegen:
         return f"({low} <= {count} <= {high})"
 
 
+class _WordCode:
+    """Turns rule trees into the word code of rules/_native.c (see its header).
+
+    The same trees as _Codegen, the same semantics: the property tests hold both
+    against the reference interpreter. Indexes are _Codegen's to fill, not this one's.
+    """
+
+    def __init__(self, pos):
+        self.pos = pos
+        self.consts = []
+        self._ids = {}
+        n = _native
+        self.field_ops = {"eq": n.OP_EQ, "neq": n.OP_NEQ, "in": n.OP_IN,
+                          "not_in": n.OP_NOT_IN, "gt": n.OP_GT, "gte": n.OP_GTE,
+                          "lt": n.OP_LT, "lte": n.OP_LTE, "between": n.OP_BETWEEN,
+                          "is_empty": n.OP_EMPTY, "is_not_empty": n.OP_NOT_EMPTY,
+                          "within_last_days": n.OP_WITHIN, "before_days_ago": n.OP_BEFORE,
+                          "contains": n.OP_CONTAINS, "not_contains": n.OP_NOT_CONTAINS,
+                          "starts_with": n.OP_STARTS, "ends_with": n.OP_ENDS,
+                          "matches": n.OP_MATCHES}
+
+    def const(self, value):
+        key = (type(value).__name__, id(value) if callable(value) else repr(value))
+        index = self._ids.get(key)
+        if index is None:
+            index = self._ids[key] = len(self.consts)
+            self.consts.append(value)
+        return index
+
+    @staticmethod
+    def _bits(number):
+        return struct.unpack("<q", struct.pack("<d", float(number)))[0]
+
+    def program(self, definition):
+        """[slots, node, ...]: a list's watch is its first false node."""
+        if definition.static:
+            return [1, _native.OP_STATIC, 3, self.const(definition.list_id)]
+        rules = definition.rules
+        children = rules.get("all") if isinstance(rules, dict) else None
+        if not children:
+            return [1, *self.node(rules)]
+        return [len(children), *(word for child in children for word in self.node(child))]
+
+    def node(self, node):
+        n = _native
+        if "all" in node or "any" in node:
+            key = "all" if "all" in node else "any"
+            body = [word for child in node[key] for word in self.node(child)]
+            return [n.OP_ALL if key == "all" else n.OP_ANY, len(body) + 2, *body]
+        if "not" in node:
+            body = self.node(node["not"])
+            return [n.OP_NOT, len(body) + 2, *body]
+        if "field" in node:
+            return self.field(node["field"], node["op"], node.get("value"))
+        if "tag" in node:
+            return [n.OP_TAG, 3, self.const(node["tag"].casefold())]
+        if "list" in node:
+            return [n.OP_LIST, 3, self.pos[node["list"]]]
+        kind = node["activity"].casefold()
+        ref = node["ref"].casefold() if node.get("ref") else None
+        low, high = activity_bounds(node)
+        window = days_to_us(node["within_days"]) if "within_days" in node else None
+        return [n.OP_ACT, 8, self.const(kind), -1 if ref is None else self.const(ref),
+                int(window is not None), window or 0, low, -1 if high is None else high]
+
+    def field(self, name, op, value):
+        code = self.field_ops[op]
+        f = self.const(sys.intern(name))
+        if op in SCALAR_OPS:
+            return [code, 4, f, self.const(canon(value))]
+        if op in SET_OPS:
+            return [code, 4, f, self.const(frozenset(canon(v) for v in value))]
+        if op == "between":
+            return [code, 5, f, self._bits(value[0]), self._bits(value[1])]
+        if op in NUMERIC_OPS:
+            return [code, 4, f, self._bits(value)]
+        if op in EMPTY_OPS:
+            return [code, 3, f]
+        if op in DATE_OPS:
+            return [code, 4, f, days_to_us(value)]
+        if op == "matches":
+            return [code, 4, f, self.const(re.compile(value, re.IGNORECASE).search)]
+        return [code, 4, f, self.const(canon(value))]
+
+
 class CompiledTenant:
     """Everything needed to evaluate the leads of one tenant quickly."""
 
-    def __init__(self, tenant: TenantDefs, version):
+    def __init__(self, tenant: TenantDefs, version, native=None):
         self.tenant_id = tenant.tenant_id
         self.version = version
         self.order = list(tenant.order)
@@ -315,6 +420,17 @@ class CompiledTenant:
         self.policies = {kind: ActivityPolicy(horizon, cap, frozenset(refs))
                          for kind, (horizon, cap, refs) in self.policy_parts.items()}
         self.has_time = bool(self.date_atoms or self.timed_groups)
+        self.native = self._native_tenant(tenant) if use_native(native) else None
+
+    def _native_tenant(self, tenant):
+        words, starts = _WordCode(self.pos), []
+        code = array("q")
+        for lid in self.order:
+            starts.append(len(code))
+            code.extend(words.program(tenant.lists[lid]))
+        rev = tuple(self.rev.get(i) for i in range(self.size))
+        return _native.Tenant(code.tobytes(), starts, tuple(words.consts), tuple(self.order),
+                              rev)
 
     @staticmethod
     def _watch_expr(gen, i, definition):
@@ -378,6 +494,8 @@ class CompiledTenant:
         C, N, DT = view
         if watch is None:
             watch = bytearray(self.size)
+        if self.native is not None:
+            return self.native.evaluate_all(C, N, DT, tags, statics, acts, watch, now)
         return self._full(C, N, DT, tags, statics, set(), acts, now, watch)
 
     def diff(self, before, after):
@@ -554,6 +672,10 @@ class CompiledTenant:
         depth).
         """
         join, leave, both = candidates
+        if self.native is not None:
+            C, N, DT = view
+            return self.native.evaluate_dirty(C, N, DT, tags, statics, acts, watch, join,
+                                              leave, both, now)
         todo = set(both)
         add = todo.add
         # a join code counts only while its conjunct is the list's first false one; a
@@ -650,7 +772,7 @@ class CompiledTenant:
         return None if best == math.inf else best
 
 
-def compile_definitions(definitions):
+def compile_definitions(definitions, native=None):
     """tenant id -> CompiledTenant for every tenant of a `Definitions`."""
-    return {tid: CompiledTenant(tenant, definitions.version)
+    return {tid: CompiledTenant(tenant, definitions.version, native)
             for tid, tenant in definitions.tenants.items()}

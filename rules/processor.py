@@ -8,9 +8,9 @@ event: follow a definition change, let time-window flips up to the event's time 
 
 from __future__ import annotations
 
-from rules.compiler import compile_definitions
+from rules.compiler import _native, compile_definitions, use_native
 from rules.values import format_ts
-from schemas.records import make_delta
+from schemas.records import Delta, make_delta
 
 DEFINITION_CAUSE = "definition:"
 
@@ -21,10 +21,12 @@ _NONE = frozenset()
 class LeadProcessor:
     """Evaluates leads against one version of the definitions."""
 
-    def __init__(self, definitions):
+    def __init__(self, definitions, native=None):
+        """`native`: evaluate with rules/_native.c (None: whenever it is built)."""
         self.definitions = definitions
         self.version = definitions.version
-        self.compiled = compile_definitions(definitions)
+        self.native = use_native(native)
+        self.compiled = compile_definitions(definitions, self.native)
 
     def knows(self, tenant_id):
         return tenant_id in self.compiled
@@ -169,8 +171,12 @@ class LeadProcessor:
                                 state.watch)
         return ct.diff(set(state.members), after)
 
-    @staticmethod
-    def _record(state, tenant, lead, found, when, cause, salt=None):
+    def _record(self, state, tenant, lead, found, when, cause, salt=None):
+        """Apply `found` to the lead's memberships; its deltas, numbered on from seq."""
+        if self.native:
+            deltas, state.seq = _native.record(found, state.members, tenant, lead, when,
+                                               cause, state.seq, salt, Delta)
+            return deltas
         members = state.members
         deltas = []
         for lid, added, depth in found:

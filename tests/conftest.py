@@ -29,6 +29,17 @@ def _part(build):
         pytest.fail(str(err))
 
 
+def require_native(native):
+    """For tests parametrized over the engine's backends: the C one needs rules/_native,
+    which a C compiler builds on install. Skips without it (fails under CI=true)."""
+    from rules.compiler import NATIVE
+    if native and not NATIVE:
+        message = "rules._native is not built (no C compiler found on install)"
+        if IN_CI:
+            pytest.fail(f"{message} (CI=true: this test must run)")
+        pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def prism():
     return _part(parts.build_prism)

@@ -1,7 +1,9 @@
 """Property tests of the engine: the fast paths always agree with the reference.
 
 Random definitions (nested groups, DAGs of references, every operator, activities,
-dates) meet random leads; each property runs at least 1,000 examples.
+dates) meet random leads; each property runs at least 1,000 examples. Every example
+runs on both backends: the compiled Python functions and, where it is built, the C
+evaluation loop (rules/_native.c), which must give the very same deltas.
 """
 
 from hypothesis import given, settings
@@ -11,16 +13,24 @@ from rules import LeadProcessor, LeadState, evaluate_tenant, parse_definitions
 from rules.compiler import CompiledTenant
 from rules.lead import Changes, activity_order
 from rules.values import DAY_US
+from rules.compiler import NATIVE
+from tests.conftest import require_native
 from tests.oracle import fold
 from tests.strategies import definitions_doc, event_histories, profiles, times
 
 MANY = settings(max_examples=1000, deadline=None)
+BACKENDS = (False, True) if NATIVE else (False,)  # native: evaluate with rules/_native.c
 
 
-def compiled(doc):
+def test_the_c_backend_is_built():
+    """Says so (or fails under CI=true) when the properties below ran in Python only."""
+    require_native(True)
+
+
+def compiled(doc, native=False):
     definitions = parse_definitions(doc)
     tenant = definitions.tenants["t1"]
-    return tenant, CompiledTenant(tenant, definitions.version)
+    return tenant, CompiledTenant(tenant, definitions.version, native)
 
 
 def full(ct, state, now):
@@ -30,9 +40,15 @@ def full(ct, state, now):
 @MANY
 @given(doc=definitions_doc(), profile=profiles(), now=times())
 def test_compiled_equals_reference(doc, profile, now):
-    tenant, ct = compiled(doc)
-    state = LeadState.from_profile(profile)
-    assert full(ct, state, now) == evaluate_tenant(tenant, profile, now)
+    watches = set()
+    for native in BACKENDS:
+        tenant, ct = compiled(doc, native)
+        state = LeadState.from_profile(profile)
+        watch = bytearray(ct.size)
+        assert ct.evaluate_all(ct.view_of(state), state.tag_set, state.static_set,
+                               state.acts, now, watch) == evaluate_tenant(tenant, profile, now)
+        watches.add(bytes(watch))
+    assert len(watches) == 1, "both backends set the same watches"
 
 
 def _changes_between(before, after):
@@ -74,8 +90,12 @@ def profile_pairs(draw):
 @MANY
 @given(doc=definitions_doc(), pair=profile_pairs(), now=times())
 def test_incremental_equals_full(doc, pair, now):
+    results = [check_incremental(*compiled(doc, native), pair, now) for native in BACKENDS]
+    assert results.count(results[0]) == len(results), "both backends agree"
+
+
+def check_incremental(tenant, ct, pair, now):
     before, after = pair
-    tenant, ct = compiled(doc)
     old = LeadState.from_profile(before)
     watch = bytearray(ct.size)
     members = ct.evaluate_all(ct.view_of(old), old.tag_set, old.static_set, old.acts, now,
@@ -98,6 +118,7 @@ def test_incremental_equals_full(doc, pair, now):
     assert [w == 255 for w in watch] == [w == 255 for w in fresh]
     assert {lid for lid, _, _ in deltas} == \
         (full(ct, old, now) ^ expected), "each changed list gets exactly one delta"
+    return deltas, bytes(watch)
 
 
 @MANY
@@ -118,14 +139,19 @@ def test_next_flip_is_never_later_than_a_real_flip(doc, profile, now, fractions)
 @given(doc=definitions_doc(), events=event_histories(leads=("L1", "L2")),
        later=st.integers(0, 60 * DAY_US))
 def test_processor_converges_for_any_order_and_duplicates(doc, events, later):
-    """Per event, the incremental result equals a from-scratch evaluation of the fold."""
+    """Per event, the incremental result equals a from-scratch evaluation of the fold,
+    and the C backend's deltas (ids, order, depths, seq) equal the Python one's."""
     definitions = parse_definitions(doc)
     tenant = definitions.tenants["t1"]
-    processor = LeadProcessor(definitions)
-    states, seen, memberships = {}, {}, {}
+    processor = LeadProcessor(definitions, False)
+    twin = LeadProcessor(definitions, True) if NATIVE else None
+    states, twins, seen, memberships = {}, {}, {}, {}
     for event in events:
         state = states.setdefault(event.lead_id, LeadState())
         outcome, deltas = processor.on_event(state, event)
+        if twin:
+            assert twin.on_event(twins.setdefault(event.lead_id, LeadState()), event) == \
+                (outcome, deltas)
         history = seen.setdefault(event.lead_id, [])
         assert (outcome == "duplicate") == any(e.event_id == event.event_id for e in history)
         history.append(event)
@@ -137,5 +163,26 @@ def test_processor_converges_for_any_order_and_duplicates(doc, events, later):
         assert set(state.members) == expected == current
     for lead, state in states.items():
         moment = state.clock + later
-        processor.on_timer(state, "t1", lead, moment)
+        deltas = processor.on_timer(state, "t1", lead, moment)
         assert set(state.members) == evaluate_tenant(tenant, fold(seen[lead]), moment)
+        if twin:
+            assert twin.on_timer(twins[lead], "t1", lead, moment) == deltas
+            assert twins[lead].to_dict() == state.to_dict()
+
+
+_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()),
+                max_size=40)
+
+
+@MANY
+@given(parts=st.tuples(_TEXT, _TEXT, _TEXT, st.booleans(), _TEXT),
+       salt=st.none() | st.integers(0, 10 ** 6))
+def test_c_delta_ids_equal_make_delta(parts, salt):
+    """The C SHA-256 gives make_delta's ids, lone surrogates and salts included."""
+    require_native(True)
+    from rules import _native
+    from schemas.records import make_delta
+    tenant, lead, list_id, added, cause = parts
+    expected = make_delta(tenant, lead, list_id, added, 0, cause, 0, 1, salt).delta_id
+    action = "added" if added else "removed"
+    assert _native.delta_id(tenant, lead, list_id, action, cause, salt) == expected

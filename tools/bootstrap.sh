@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv with Python 3.11 if it is missing and install the locked dependencies and
-# this project; does nothing when requirements.lock and setup.py have not changed.
+# this project (with the engine's C module where a C compiler is found); does nothing
+# when requirements.lock, setup.py and the C source have not changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +19,7 @@ if [ -z "$python" ]; then
 fi
 
 stamp=.venv/.installed
-want=$(cat requirements.lock setup.py | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.lock setup.py rules/_native.c | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -28,5 +29,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "installing locked dependencies into .venv (first run takes a few minutes)" >&2
 .venv/bin/python -m pip install --quiet -r requirements.lock
-.venv/bin/python -m pip install --quiet --no-deps -e .
+.venv/bin/python -m pip install --quiet --no-deps -e . 2>.venv/install.log ||
+  { cat .venv/install.log >&2; exit 1; }
+if ! .venv/bin/python -c 'import rules._native' 2>/dev/null; then
+  echo "note: the engine's C module was not built (no C compiler?): the engine runs in" \
+       "pure Python, slower; see .venv/install.log" >&2
+fi
 echo "$want" > "$stamp"

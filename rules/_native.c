@@ -1,0 +1,1083 @@
+/* The engine's hot loop in C: list evaluation, the cascade and delta records.
+ *
+ * rules/compiler.py compiles each list twice: to Python source (the portable path) and
+ * to the word code evaluated here. Both read the same lead view (C, N, DT), tags (T),
+ * static lists (S), watch (W) and activities (A), and must agree on every value: the
+ * property tests run each against the reference interpreter. Without a C compiler this
+ * module is simply absent and the Python path runs.
+ *
+ * Word code (int64 words). A list's program is [slots, node, node, ...]: its watch is
+ * the index of the first false node (at most 254), or 255 when all hold. A node is
+ * [op, size, operands...], `size` counting every word of the node, children included,
+ * so that a short-circuit skips a whole subtree. Operand words that name objects index
+ * the tenant's constant tuple; doubles are stored as their bits.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+enum {
+    OP_ALL = 1, OP_ANY, OP_NOT, OP_TRUE, OP_FALSE,
+    OP_EQ, OP_NEQ, OP_IN, OP_NOT_IN,           /* field, key or frozenset (constants) */
+    OP_GT, OP_GTE, OP_LT, OP_LTE,              /* field, bound (double bits) */
+    OP_BETWEEN,                                /* field, low, high (double bits) */
+    OP_EMPTY, OP_NOT_EMPTY,                    /* field */
+    OP_WITHIN, OP_BEFORE,                      /* field, window (microseconds) */
+    OP_CONTAINS, OP_NOT_CONTAINS, OP_STARTS, OP_ENDS,  /* field, needle */
+    OP_MATCHES,                                /* field, search callable */
+    OP_TAG,                                    /* tag */
+    OP_LIST,                                   /* list index */
+    OP_STATIC,                                 /* static list id */
+    OP_ACT,                                    /* kind, ref (-1: any), has_window, window,
+                                                  low, high (-1: none) */
+    OP_LAST
+};
+
+#define ALL_TRUE 255
+#define MAX_SLOT 254
+
+static PyObject *EMPTY_STR;   /* "" */
+static PyObject *ADDED, *REMOVED;
+
+/* -- evaluation ------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject *C, *N, *DT, *T, *S, *A, *W;
+    PyObject **consts;
+    Py_ssize_t nconsts;
+    Py_ssize_t size;   /* lists: the valid range of OP_LIST */
+    int64_t now;
+} Ctx;
+
+static double
+bits_to_double(int64_t word)
+{
+    double value;
+    memcpy(&value, &word, sizeof value);
+    return value;
+}
+
+/* A time stored in a dict (an int), or -1 with an error set when it is not one. */
+static int
+as_time(PyObject *obj, int64_t *out)
+{
+    int overflow = 0;
+    long long value = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (overflow) {
+        PyErr_SetString(PyExc_OverflowError, "time beyond 64 bits");
+        return -1;
+    }
+    if (value == -1 && PyErr_Occurred())
+        return -1;
+    *out = (int64_t)value;
+    return 0;
+}
+
+static int
+as_number(PyObject *obj, double *out)
+{
+    if (PyFloat_CheckExact(obj)) {
+        *out = PyFloat_AS_DOUBLE(obj);
+        return 0;
+    }
+    double value = PyFloat_AsDouble(obj);
+    if (value == -1.0 && PyErr_Occurred())
+        return -1;
+    *out = value;
+    return 0;
+}
+
+/* How many activities of `kind` (on `ref`, unless NULL) count at `now`; -1 on error.
+ * Entries are (time, event id, ref) tuples in time order. Mirrors count_activities. */
+static Py_ssize_t
+count_activities(PyObject *A, PyObject *kind, PyObject *ref, int has_window, int64_t window,
+                 int64_t now)
+{
+    PyObject *entries = PyDict_GetItemWithError(A, kind);
+    if (entries == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyList_Check(entries)) {
+        PyErr_SetString(PyExc_TypeError, "activities must be lists");
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(entries);
+    Py_ssize_t count = 0;
+    if (!has_window) {
+        if (ref == NULL)
+            return n;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            PyObject *entry = PyList_GET_ITEM(entries, k);
+            if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 3) {
+                PyErr_SetString(PyExc_TypeError, "an activity is a (time, id, ref) tuple");
+                return -1;
+            }
+            int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(entry, 2), ref, Py_EQ);
+            if (same < 0)
+                return -1;
+            count += same;
+        }
+        return count;
+    }
+    int64_t cutoff = now - window;
+    if (ref == NULL) {
+        /* the first entry later than the cutoff, by bisection */
+        Py_ssize_t lo = 0, hi = n;
+        while (lo < hi) {
+            Py_ssize_t mid = (lo + hi) / 2;
+            PyObject *entry = PyList_GET_ITEM(entries, mid);
+            int64_t at;
+            if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 3) {
+                PyErr_SetString(PyExc_TypeError, "an activity is a (time, id, ref) tuple");
+                return -1;
+            }
+            if (as_time(PyTuple_GET_ITEM(entry, 0), &at) < 0)
+                return -1;
+            if (cutoff < at)
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        return n - lo;
+    }
+    for (Py_ssize_t k = n - 1; k >= 0; k--) {
+        PyObject *entry = PyList_GET_ITEM(entries, k);
+        int64_t at;
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 3) {
+            PyErr_SetString(PyExc_TypeError, "an activity is a (time, id, ref) tuple");
+            return -1;
+        }
+        if (as_time(PyTuple_GET_ITEM(entry, 0), &at) < 0)
+            return -1;
+        if (at <= cutoff)
+            break;
+        int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(entry, 2), ref, Py_EQ);
+        if (same < 0)
+            return -1;
+        count += same;
+    }
+    return count;
+}
+
+static inline PyObject *
+constant(const Ctx *ctx, int64_t index)
+{
+    return ctx->consts[index];  /* checked when the tenant was built */
+}
+
+/* The value of the node at `p`: 1, 0, or -1 with an error set. */
+static int
+eval_node(const Ctx *ctx, const int64_t *p)
+{
+    int64_t op = p[0];
+    switch (op) {
+    case OP_ALL:
+    case OP_ANY: {
+        const int64_t *child = p + 2, *end = p + p[1];
+        while (child < end) {
+            int value = eval_node(ctx, child);
+            if (value < 0)
+                return -1;
+            if (op == OP_ALL ? !value : value)
+                return value;
+            child += child[1];
+        }
+        return op == OP_ALL;
+    }
+    case OP_NOT: {
+        int value = eval_node(ctx, p + 2);
+        return value < 0 ? -1 : !value;
+    }
+    case OP_TRUE:
+        return 1;
+    case OP_FALSE:
+        return 0;
+    case OP_EQ:
+    case OP_NEQ:
+    case OP_IN:
+    case OP_NOT_IN: {
+        /* C.get(field) compared with the key; a missing field is None */
+        PyObject *value = PyDict_GetItemWithError(ctx->C, constant(ctx, p[2]));
+        if (value == NULL) {
+            if (PyErr_Occurred())
+                return -1;
+            value = Py_None;
+        }
+        PyObject *key = constant(ctx, p[3]);
+        int found = (op == OP_EQ || op == OP_NEQ)
+            ? PyObject_RichCompareBool(value, key, Py_EQ)
+            : PySet_Contains(key, value);
+        if (found < 0)
+            return -1;
+        return (op == OP_EQ || op == OP_IN) ? found : !found;
+    }
+    case OP_GT:
+    case OP_GTE:
+    case OP_LT:
+    case OP_LTE:
+    case OP_BETWEEN: {
+        /* N.get(field, nan): every comparison with a missing number is false */
+        PyObject *value = PyDict_GetItemWithError(ctx->N, constant(ctx, p[2]));
+        if (value == NULL)
+            return PyErr_Occurred() ? -1 : 0;
+        double x;
+        if (as_number(value, &x) < 0)
+            return -1;
+        double bound = bits_to_double(p[3]);
+        switch (op) {
+        case OP_GT: return x > bound;
+        case OP_GTE: return x >= bound;
+        case OP_LT: return x < bound;
+        case OP_LTE: return x <= bound;
+        default: return bound <= x && x <= bits_to_double(p[4]);
+        }
+    }
+    case OP_EMPTY:
+    case OP_NOT_EMPTY: {
+        int found = PyDict_Contains(ctx->C, constant(ctx, p[2]));
+        if (found < 0)
+            return -1;
+        return op == OP_NOT_EMPTY ? found : !found;
+    }
+    case OP_WITHIN:
+    case OP_BEFORE: {
+        PyObject *value = PyDict_GetItemWithError(ctx->DT, constant(ctx, p[2]));
+        if (value == NULL)
+            return PyErr_Occurred() ? -1 : 0;
+        int64_t date;
+        if (as_time(value, &date) < 0)
+            return -1;
+        int64_t window = p[3];
+        if (op == OP_WITHIN)
+            return ctx->now - window < date && date <= ctx->now;
+        return date <= ctx->now - window;
+    }
+    case OP_CONTAINS:
+    case OP_NOT_CONTAINS:
+    case OP_STARTS:
+    case OP_ENDS:
+    case OP_MATCHES: {
+        /* C.get(field, ''): the case-folded text */
+        PyObject *text = PyDict_GetItemWithError(ctx->C, constant(ctx, p[2]));
+        if (text == NULL) {
+            if (PyErr_Occurred())
+                return -1;
+            text = EMPTY_STR;
+        }
+        PyObject *operand = constant(ctx, p[3]);
+        if (op == OP_MATCHES) {
+            Py_INCREF(text);
+            PyObject *match = PyObject_CallOneArg(operand, text);
+            Py_DECREF(text);
+            if (match == NULL)
+                return -1;
+            int value = match != Py_None;
+            Py_DECREF(match);
+            return value;
+        }
+        if (!PyUnicode_Check(text)) {
+            PyErr_SetString(PyExc_TypeError, "a comparison key is text");
+            return -1;
+        }
+        if (op == OP_CONTAINS || op == OP_NOT_CONTAINS) {
+            int found = PyUnicode_Contains(text, operand);
+            if (found < 0)
+                return -1;
+            return op == OP_CONTAINS ? found : !found;
+        }
+        Py_ssize_t found = PyUnicode_Tailmatch(text, operand, 0, PY_SSIZE_T_MAX,
+                                               op == OP_STARTS ? -1 : 1);
+        return found < 0 ? -1 : (int)found;
+    }
+    case OP_TAG:
+        return PySet_Contains(ctx->T, constant(ctx, p[2]));
+    case OP_STATIC:
+        return PySequence_Contains(ctx->S, constant(ctx, p[2]));
+    case OP_LIST:
+        return (unsigned char)PyByteArray_AS_STRING(ctx->W)[p[2]] == ALL_TRUE;
+    case OP_ACT: {
+        PyObject *ref = p[3] < 0 ? NULL : constant(ctx, p[3]);
+        Py_ssize_t count = count_activities(ctx->A, constant(ctx, p[2]), ref, (int)p[4],
+                                            p[5], ctx->now);
+        if (count < 0)
+            return -1;
+        if (count < p[6])
+            return 0;
+        return p[7] < 0 || count <= p[7];
+    }
+    }
+    PyErr_Format(PyExc_SystemError, "unknown op %lld", (long long)op);
+    return -1;
+}
+
+/* -- the compiled tenant ------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t size;       /* number of lists */
+    int64_t *code;         /* every list's program, one after the other */
+    Py_ssize_t ncode;
+    Py_ssize_t *start;     /* where each list's program begins */
+    PyObject *consts;      /* tuple */
+    PyObject *order;       /* tuple: list ids in dependency order */
+    PyObject *rev;         /* tuple: per list, None or the index entry of its users */
+} TenantObject;
+
+/* Checks one node (and its subtree) so that evaluation never reads out of bounds. */
+static int
+check_node(TenantObject *t, const int64_t *p, const int64_t *end)
+{
+    if (end - p < 2 || p[1] < 2 || p[1] > end - p)
+        return -1;
+    int64_t op = p[0], size = p[1];
+    const int64_t *node_end = p + size;
+    Py_ssize_t nconsts = PyTuple_GET_SIZE(t->consts);
+#define NEED(n) do { if (size != (n)) return -1; } while (0)
+#define CONST_OK(w) ((w) >= 0 && (w) < nconsts)
+    switch (op) {
+    case OP_ALL:
+    case OP_ANY: {
+        const int64_t *child = p + 2;
+        while (child < node_end) {
+            if (check_node(t, child, node_end) < 0)
+                return -1;
+            child += child[1];
+        }
+        return 0;
+    }
+    case OP_NOT:
+        if (size < 3 || check_node(t, p + 2, node_end) < 0 || p[2 + 1] != size - 2)
+            return -1;
+        return 0;
+    case OP_TRUE:
+    case OP_FALSE:
+        NEED(2);
+        return 0;
+    case OP_EQ:
+    case OP_NEQ:
+        NEED(4);
+        return CONST_OK(p[2]) && CONST_OK(p[3]) ? 0 : -1;
+    case OP_IN:
+    case OP_NOT_IN:
+        NEED(4);
+        if (!CONST_OK(p[2]) || !CONST_OK(p[3]))
+            return -1;
+        return PyAnySet_Check(PyTuple_GET_ITEM(t->consts, p[3])) ? 0 : -1;
+    case OP_GT:
+    case OP_GTE:
+    case OP_LT:
+    case OP_LTE:
+        NEED(4);
+        return CONST_OK(p[2]) ? 0 : -1;
+    case OP_BETWEEN:
+        NEED(5);
+        return CONST_OK(p[2]) ? 0 : -1;
+    case OP_EMPTY:
+    case OP_NOT_EMPTY:
+        NEED(3);
+        return CONST_OK(p[2]) ? 0 : -1;
+    case OP_WITHIN:
+    case OP_BEFORE:
+        NEED(4);
+        return CONST_OK(p[2]) ? 0 : -1;
+    case OP_CONTAINS:
+    case OP_NOT_CONTAINS:
+    case OP_STARTS:
+    case OP_ENDS:
+        NEED(4);
+        if (!CONST_OK(p[2]) || !CONST_OK(p[3]))
+            return -1;
+        return PyUnicode_Check(PyTuple_GET_ITEM(t->consts, p[3])) ? 0 : -1;
+    case OP_MATCHES:
+        NEED(4);
+        return CONST_OK(p[2]) && CONST_OK(p[3]) ? 0 : -1;
+    case OP_TAG:
+    case OP_STATIC:
+        NEED(3);
+        return CONST_OK(p[2]) ? 0 : -1;
+    case OP_LIST:
+        NEED(3);
+        return p[2] >= 0 && p[2] < t->size ? 0 : -1;
+    case OP_ACT:
+        NEED(8);
+        if (!CONST_OK(p[2]) || !(p[3] == -1 || CONST_OK(p[3])))
+            return -1;
+        return p[6] >= 0 && p[7] >= -1 ? 0 : -1;
+    }
+    return -1;
+#undef NEED
+#undef CONST_OK
+}
+
+static void
+Tenant_dealloc(TenantObject *self)
+{
+    PyMem_Free(self->code);
+    PyMem_Free(self->start);
+    Py_XDECREF(self->consts);
+    Py_XDECREF(self->order);
+    Py_XDECREF(self->rev);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Tenant(code: bytes of int64 words, starts: sequence of int, consts: tuple,
+ *        order: tuple of list ids, rev: tuple of None or index entries) */
+static PyObject *
+Tenant_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    Py_buffer code;
+    PyObject *starts, *consts, *order, *rev;
+    if (!PyArg_ParseTuple(args, "y*OO!O!O!:Tenant", &code, &starts, &PyTuple_Type, &consts,
+                          &PyTuple_Type, &order, &PyTuple_Type, &rev))
+        return NULL;
+    TenantObject *self = (TenantObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        PyBuffer_Release(&code);
+        return NULL;
+    }
+    self->size = PyTuple_GET_SIZE(order);
+    self->ncode = code.len / (Py_ssize_t)sizeof(int64_t);
+    Py_INCREF(consts);
+    self->consts = consts;
+    Py_INCREF(order);
+    self->order = order;
+    Py_INCREF(rev);
+    self->rev = rev;
+    self->code = PyMem_Malloc((size_t)(self->ncode ? self->ncode : 1) * sizeof(int64_t));
+    self->start = PyMem_Malloc((size_t)(self->size ? self->size : 1) * sizeof(Py_ssize_t));
+    if (self->code == NULL || self->start == NULL) {
+        PyBuffer_Release(&code);
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    memcpy(self->code, code.buf, (size_t)self->ncode * sizeof(int64_t));
+    int bad = code.len % (Py_ssize_t)sizeof(int64_t) != 0 || PyTuple_GET_SIZE(rev) != self->size;
+    PyBuffer_Release(&code);
+    PyObject *fast = bad ? NULL : PySequence_Fast(starts, "starts must be a sequence");
+    if (fast == NULL || PySequence_Fast_GET_SIZE(fast) != self->size) {
+        Py_XDECREF(fast);
+        Py_DECREF(self);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "malformed tenant program");
+        return NULL;
+    }
+    const int64_t *end = self->code + self->ncode;
+    for (Py_ssize_t i = 0; i < self->size; i++) {
+        Py_ssize_t at = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(fast, i));
+        if (at < 0 || at >= self->ncode) {
+            Py_DECREF(fast);
+            Py_DECREF(self);
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "list %zd: bad program offset", i);
+            return NULL;
+        }
+        self->start[i] = at;
+        const int64_t *p = self->code + at;
+        int64_t slots = p[0];
+        p++;
+        for (int64_t k = 0; k < slots; k++) {
+            if (p >= end || check_node(self, p, end) < 0) {
+                Py_DECREF(fast);
+                Py_DECREF(self);
+                PyErr_Format(PyExc_ValueError, "list %zd: malformed program", i);
+                return NULL;
+            }
+            p += p[1];
+        }
+        if (slots < 1) {
+            Py_DECREF(fast);
+            Py_DECREF(self);
+            PyErr_Format(PyExc_ValueError, "list %zd: a program has a slot at least", i);
+            return NULL;
+        }
+    }
+    Py_DECREF(fast);
+    return (PyObject *)self;
+}
+
+/* A list's watch: the first false slot (at most 254), or 255; -1 on error. */
+static int
+eval_list(const TenantObject *t, const Ctx *ctx, Py_ssize_t i)
+{
+    const int64_t *p = t->code + t->start[i];
+    int64_t slots = p[0];
+    p++;
+    for (int64_t k = 0; k < slots; k++) {
+        int value = eval_node(ctx, p);
+        if (value < 0)
+            return -1;
+        if (!value)
+            return k < MAX_SLOT ? (int)k : MAX_SLOT;
+        p += p[1];
+    }
+    return ALL_TRUE;
+}
+
+static int
+make_ctx(TenantObject *t, Ctx *ctx, PyObject *C, PyObject *N, PyObject *DT, PyObject *T,
+         PyObject *S, PyObject *A, PyObject *W, PyObject *now)
+{
+    if (!PyDict_Check(C) || !PyDict_Check(N) || !PyDict_Check(DT) || !PyDict_Check(A)) {
+        PyErr_SetString(PyExc_TypeError, "the view and activities are dicts");
+        return -1;
+    }
+    if (!PyAnySet_Check(T)) {
+        PyErr_SetString(PyExc_TypeError, "tags are a set");
+        return -1;
+    }
+    if (!PyByteArray_Check(W) || PyByteArray_GET_SIZE(W) != t->size) {
+        PyErr_SetString(PyExc_ValueError, "the watch is a bytearray of one byte per list");
+        return -1;
+    }
+    ctx->C = C;
+    ctx->N = N;
+    ctx->DT = DT;
+    ctx->T = T;
+    ctx->S = S;
+    ctx->A = A;
+    ctx->W = W;
+    ctx->consts = &PyTuple_GET_ITEM(t->consts, 0);
+    ctx->nconsts = PyTuple_GET_SIZE(t->consts);
+    ctx->size = t->size;
+    return as_time(now, &ctx->now);
+}
+
+/* evaluate_all(C, N, DT, T, S, A, W, now) -> set of list ids; W receives every watch */
+static PyObject *
+Tenant_evaluate_all(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "evaluate_all(C, N, DT, T, S, A, W, now)");
+        return NULL;
+    }
+    Ctx ctx;
+    if (make_ctx(self, &ctx, args[0], args[1], args[2], args[3], args[4], args[5], args[6],
+                 args[7]) < 0)
+        return NULL;
+    PyObject *members = PySet_New(NULL);
+    if (members == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < self->size; i++) {
+        int watch = eval_list(self, &ctx, i);
+        if (watch < 0)
+            goto error;
+        PyByteArray_AS_STRING(ctx.W)[i] = (char)watch;
+        if (watch == ALL_TRUE && PySet_Add(members, PyTuple_GET_ITEM(self->order, i)) < 0)
+            goto error;
+    }
+    return members;
+error:
+    Py_DECREF(members);
+    return NULL;
+}
+
+typedef struct {
+    unsigned char *pending;
+    Py_ssize_t *depth;
+    Py_ssize_t lo, hi;   /* the marked range */
+    Py_ssize_t size;
+} Marks;
+
+static void
+mark(Marks *m, Py_ssize_t j, Py_ssize_t d)
+{
+    if (!m->pending[j]) {
+        m->pending[j] = 1;
+        m->depth[j] = d;
+        if (j < m->lo)
+            m->lo = j;
+        if (j > m->hi)
+            m->hi = j;
+    }
+    else if (m->depth[j] > d) {
+        m->depth[j] = d;
+    }
+}
+
+static int
+list_index(PyObject *obj, Py_ssize_t size, Py_ssize_t *out)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(obj);
+    if (i == -1 && PyErr_Occurred())
+        return -1;
+    if (i < 0 || i >= size) {
+        PyErr_Format(PyExc_IndexError, "list index %zd out of range", i);
+        return -1;
+    }
+    *out = i;
+    return 0;
+}
+
+/* Marks (list, slot) pairs whose slot is the list's watch, at depth d. */
+static int
+mark_pairs(Marks *m, PyObject *W, PyObject *pairs, Py_ssize_t d)
+{
+    PyObject *fast = PySequence_Fast(pairs, "join codes are a sequence");
+    if (fast == NULL)
+        return -1;
+    const unsigned char *watch = (const unsigned char *)PyByteArray_AS_STRING(W);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *pair = PySequence_Fast_GET_ITEM(fast, k);
+        Py_ssize_t i, slot;
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "a join code is a (list, slot) pair");
+            goto error;
+        }
+        if (list_index(PyTuple_GET_ITEM(pair, 0), m->size, &i) < 0)
+            goto error;
+        slot = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 1));
+        if (slot == -1 && PyErr_Occurred())
+            goto error;
+        if (watch[i] == slot)
+            mark(m, i, d);
+    }
+    Py_DECREF(fast);
+    return 0;
+error:
+    Py_DECREF(fast);
+    return -1;
+}
+
+/* Marks lists the lead belongs to, at depth d. */
+static int
+mark_members(Marks *m, PyObject *W, PyObject *lists, Py_ssize_t d)
+{
+    PyObject *fast = PySequence_Fast(lists, "leave lists are a sequence");
+    if (fast == NULL)
+        return -1;
+    const unsigned char *watch = (const unsigned char *)PyByteArray_AS_STRING(W);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_ssize_t i;
+        if (list_index(PySequence_Fast_GET_ITEM(fast, k), m->size, &i) < 0) {
+            Py_DECREF(fast);
+            return -1;
+        }
+        if (watch[i] == ALL_TRUE)
+            mark(m, i, d);
+    }
+    Py_DECREF(fast);
+    return 0;
+}
+
+/* evaluate_dirty(C, N, DT, T, S, A, W, join, leave, both, now)
+ *   -> [(list id, added, depth)], as CompiledTenant.evaluate_dirty */
+static PyObject *
+Tenant_evaluate_dirty(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError,
+                        "evaluate_dirty(C, N, DT, T, S, A, W, join, leave, both, now)");
+        return NULL;
+    }
+    Ctx ctx;
+    if (make_ctx(self, &ctx, args[0], args[1], args[2], args[3], args[4], args[5], args[6],
+                 args[10]) < 0)
+        return NULL;
+    PyObject *W = args[6], *join = args[7], *leave = args[8], *both = args[9];
+    PyObject *out = NULL, *iter = NULL, *item;
+    Py_ssize_t size = self->size;
+    unsigned char small_pending[1024];
+    Py_ssize_t small_depth[1024];
+    Marks m = {small_pending, small_depth, size, -1, size};
+    if (size > 1024) {
+        m.pending = PyMem_Malloc((size_t)size);
+        m.depth = PyMem_Malloc((size_t)size * sizeof(Py_ssize_t));
+        if (m.pending == NULL || m.depth == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    memset(m.pending, 0, (size_t)size);
+
+    PyObject *fast = PySequence_Fast(join, "join is a sequence");
+    if (fast == NULL)
+        goto done;
+    for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(fast); k++) {
+        if (mark_pairs(&m, W, PySequence_Fast_GET_ITEM(fast, k), 0) < 0) {
+            Py_DECREF(fast);
+            goto done;
+        }
+    }
+    Py_DECREF(fast);
+    fast = PySequence_Fast(leave, "leave is a sequence");
+    if (fast == NULL)
+        goto done;
+    for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(fast); k++) {
+        if (mark_members(&m, W, PySequence_Fast_GET_ITEM(fast, k), 0) < 0) {
+            Py_DECREF(fast);
+            goto done;
+        }
+    }
+    Py_DECREF(fast);
+    iter = PyObject_GetIter(both);
+    if (iter == NULL)
+        goto done;
+    while ((item = PyIter_Next(iter)) != NULL) {
+        Py_ssize_t i;
+        int bad = list_index(item, size, &i);
+        Py_DECREF(item);
+        if (bad < 0)
+            goto done;
+        mark(&m, i, 0);
+    }
+    if (PyErr_Occurred())
+        goto done;
+
+    out = PyList_New(0);
+    if (out == NULL)
+        goto done;
+    /* lists reference only lists before them, so a cascade only marks lists ahead */
+    for (Py_ssize_t i = m.lo; i <= m.hi; i++) {
+        if (!m.pending[i])
+            continue;
+        unsigned char *watch = (unsigned char *)PyByteArray_AS_STRING(W);
+        int was = watch[i] == ALL_TRUE;
+        int result = eval_list(self, &ctx, i);
+        if (result < 0)
+            goto error;
+        watch = (unsigned char *)PyByteArray_AS_STRING(W);
+        watch[i] = (unsigned char)result;
+        int value = result == ALL_TRUE;
+        if (value == was)
+            continue;
+        Py_ssize_t d = m.depth[i];
+        PyObject *row = Py_BuildValue("(OOn)", PyTuple_GET_ITEM(self->order, i),
+                                      value ? Py_True : Py_False, d);
+        if (row == NULL || PyList_Append(out, row) < 0) {
+            Py_XDECREF(row);
+            goto error;
+        }
+        Py_DECREF(row);
+        PyObject *entry = PyTuple_GET_ITEM(self->rev, i);
+        if (entry == Py_None)
+            continue;
+        /* entry: (pairs that may join, lists, pairs, lists that may leave); see turned() */
+        PyObject *pairs = PyTuple_GET_ITEM(entry, value ? 0 : 2);
+        PyObject *lists = PyTuple_GET_ITEM(entry, value ? 3 : 1);
+        if (mark_pairs(&m, W, pairs, d + 1) < 0 || mark_members(&m, W, lists, d + 1) < 0)
+            goto error;
+    }
+    goto done;
+error:
+    Py_CLEAR(out);
+done:
+    Py_XDECREF(iter);
+    if (m.pending != small_pending)
+        PyMem_Free(m.pending);
+    if (m.depth != small_depth)
+        PyMem_Free(m.depth);
+    return out;
+}
+
+static PyMethodDef Tenant_methods[] = {
+    {"evaluate_all", (PyCFunction)(void (*)(void))Tenant_evaluate_all, METH_FASTCALL,
+     "evaluate_all(C, N, DT, T, S, A, W, now) -> set of list ids"},
+    {"evaluate_dirty", (PyCFunction)(void (*)(void))Tenant_evaluate_dirty, METH_FASTCALL,
+     "evaluate_dirty(C, N, DT, T, S, A, W, join, leave, both, now) -> deltas"},
+    {NULL}
+};
+
+static PyTypeObject TenantType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "rules._native.Tenant",
+    .tp_basicsize = sizeof(TenantObject),
+    .tp_dealloc = (destructor)Tenant_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One tenant's lists as word code, with the index of list references.",
+    .tp_methods = Tenant_methods,
+    .tp_new = Tenant_new,
+};
+
+/* -- SHA-256 (FIPS 180-4), for delta ids ---------------------------------------------- */
+
+typedef struct {
+    uint32_t h[8];
+    uint64_t length;
+    unsigned char block[64];
+    size_t used;
+} Sha256;
+
+static const uint32_t K256[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+    0xc67178f2};
+
+#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void
+sha256_block(Sha256 *s, const unsigned char *b)
+{
+    uint32_t w[64], a, bb, c, d, e, f, g, h;
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)b[4 * i] << 24 | (uint32_t)b[4 * i + 1] << 16 |
+               (uint32_t)b[4 * i + 2] << 8 | (uint32_t)b[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    a = s->h[0]; bb = s->h[1]; c = s->h[2]; d = s->h[3];
+    e = s->h[4]; f = s->h[5]; g = s->h[6]; h = s->h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = h + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) +
+                      K256[i] + w[i];
+        uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & bb) ^ (a & c) ^ (bb & c));
+        h = g; g = f; f = e; e = d + t1;
+        d = c; c = bb; bb = a; a = t1 + t2;
+    }
+    s->h[0] += a; s->h[1] += bb; s->h[2] += c; s->h[3] += d;
+    s->h[4] += e; s->h[5] += f; s->h[6] += g; s->h[7] += h;
+}
+
+static void
+sha256_init(Sha256 *s)
+{
+    static const uint32_t init[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                     0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(s->h, init, sizeof init);
+    s->length = 0;
+    s->used = 0;
+}
+
+static void
+sha256_update(Sha256 *s, const unsigned char *data, size_t n)
+{
+    s->length += n;
+    while (n) {
+        size_t take = 64 - s->used < n ? 64 - s->used : n;
+        memcpy(s->block + s->used, data, take);
+        s->used += take;
+        data += take;
+        n -= take;
+        if (s->used == 64) {
+            sha256_block(s, s->block);
+            s->used = 0;
+        }
+    }
+}
+
+static void
+sha256_final(Sha256 *s, unsigned char out[32])
+{
+    uint64_t bits = s->length * 8;
+    unsigned char pad = 0x80, zero = 0, len[8];
+    sha256_update(s, &pad, 1);
+    while (s->used != 56)
+        sha256_update(s, &zero, 1);
+    for (int i = 0; i < 8; i++)
+        len[i] = (unsigned char)(bits >> (56 - 8 * i));
+    sha256_update(s, len, 8);
+    for (int i = 0; i < 8; i++) {
+        out[4 * i] = (unsigned char)(s->h[i] >> 24);
+        out[4 * i + 1] = (unsigned char)(s->h[i] >> 16);
+        out[4 * i + 2] = (unsigned char)(s->h[i] >> 8);
+        out[4 * i + 3] = (unsigned char)s->h[i];
+    }
+}
+
+/* Feeds the UTF-8 of `text` ('surrogatepass', as make_delta encodes) into the hash. */
+static int
+sha256_text(Sha256 *s, PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "a delta id is made of text");
+        return -1;
+    }
+    if (PyUnicode_IS_ASCII(text)) {
+        sha256_update(s, PyUnicode_DATA(text), (size_t)PyUnicode_GET_LENGTH(text));
+        return 0;
+    }
+    PyObject *encoded = PyUnicode_AsEncodedString(text, "utf-8", "surrogatepass");
+    if (encoded == NULL)
+        return -1;
+    sha256_update(s, (const unsigned char *)PyBytes_AS_STRING(encoded),
+                  (size_t)PyBytes_GET_SIZE(encoded));
+    Py_DECREF(encoded);
+    return 0;
+}
+
+/* The delta id of schemas.records.make_delta: the first 32 hex digits of the SHA-256 of
+ * tenant, lead, list, action and cause (and salt, when not None) joined by \x1f. */
+static PyObject *
+delta_id(PyObject *tenant, PyObject *lead, PyObject *list_id, PyObject *action,
+         PyObject *cause, PyObject *salt_text)
+{
+    static const unsigned char sep = 0x1f;
+    static const char hex[] = "0123456789abcdef";
+    PyObject *parts[6] = {tenant, lead, list_id, action, cause, salt_text};
+    int count = salt_text == NULL ? 5 : 6;
+    Sha256 s;
+    unsigned char digest[32];
+    char text[32];
+    sha256_init(&s);
+    for (int k = 0; k < count; k++) {
+        if (k)
+            sha256_update(&s, &sep, 1);
+        if (sha256_text(&s, parts[k]) < 0)
+            return NULL;
+    }
+    sha256_final(&s, digest);
+    for (int k = 0; k < 16; k++) {
+        text[2 * k] = hex[digest[k] >> 4];
+        text[2 * k + 1] = hex[digest[k] & 15];
+    }
+    return PyUnicode_FromStringAndSize(text, 32);
+}
+
+/* record(found, members, tenant, lead, when, cause, seq, salt, Delta) -> (deltas, seq)
+ *
+ * CompiledTenant/LeadProcessor's _record: each (list id, added, depth) of `found`
+ * updates `members` (list id -> since) and becomes a Delta numbered from seq + 1. */
+static PyObject *
+native_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError,
+                        "record(found, members, tenant, lead, when, cause, seq, salt, Delta)");
+        return NULL;
+    }
+    PyObject *found = args[0], *members = args[1], *tenant = args[2], *lead = args[3];
+    PyObject *when = args[4], *cause = args[5], *salt = args[7];
+    PyTypeObject *delta_type = (PyTypeObject *)args[8];
+    if (!PyDict_Check(members) || !PyType_Check(args[8]) ||
+        !PyType_IsSubtype(delta_type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "members is a dict and Delta a tuple type");
+        return NULL;
+    }
+    Py_ssize_t seq = PyLong_AsSsize_t(args[6]);
+    if (seq == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *salt_text = NULL;
+    if (salt != Py_None && (salt_text = PyObject_Str(salt)) == NULL)
+        return NULL;
+    PyObject *fast = PySequence_Fast(found, "found is a sequence");
+    if (fast == NULL) {
+        Py_XDECREF(salt_text);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    PyObject *deltas = PyList_New(n);
+    if (deltas == NULL)
+        goto error;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *row = PySequence_Fast_GET_ITEM(fast, k);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 3) {
+            PyErr_SetString(PyExc_TypeError, "a change is (list id, added, depth)");
+            goto error;
+        }
+        PyObject *list_id = PyTuple_GET_ITEM(row, 0), *depth = PyTuple_GET_ITEM(row, 2);
+        int added = PyObject_IsTrue(PyTuple_GET_ITEM(row, 1));
+        if (added < 0)
+            goto error;
+        if (added) {
+            if (PyDict_SetItem(members, list_id, when) < 0)
+                goto error;
+        }
+        else if (PyDict_DelItem(members, list_id) < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError))
+                goto error;
+            PyErr_Clear();
+        }
+        seq++;
+        PyObject *action = added ? ADDED : REMOVED;
+        PyObject *id = delta_id(tenant, lead, list_id, action, cause, salt_text);
+        if (id == NULL)
+            goto error;
+        PyObject *number = PyLong_FromSsize_t(seq);
+        PyObject *delta = number ? delta_type->tp_alloc(delta_type, 9) : NULL;
+        if (delta == NULL) {
+            Py_DECREF(id);
+            Py_XDECREF(number);
+            goto error;
+        }
+        PyObject *items[9] = {id, tenant, lead, list_id, action, when, cause, depth, number};
+        for (int f = 0; f < 9; f++) {
+            if (f != 0 && f != 8)
+                Py_INCREF(items[f]);
+            PyTuple_SET_ITEM(delta, f, items[f]);
+        }
+        PyList_SET_ITEM(deltas, k, delta);
+    }
+    Py_DECREF(fast);
+    Py_XDECREF(salt_text);
+    PyObject *result = Py_BuildValue("(Nn)", deltas, seq);
+    return result;
+error:
+    Py_DECREF(fast);
+    Py_XDECREF(salt_text);
+    Py_XDECREF(deltas);
+    return NULL;
+}
+
+/* delta_id(tenant, lead, list_id, action, cause, salt) -> str, for the tests */
+static PyObject *
+native_delta_id(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "delta_id(tenant, lead, list_id, action, cause, salt)");
+        return NULL;
+    }
+    PyObject *salt_text = NULL;
+    if (args[5] != Py_None && (salt_text = PyObject_Str(args[5])) == NULL)
+        return NULL;
+    PyObject *id = delta_id(args[0], args[1], args[2], args[3], args[4], salt_text);
+    Py_XDECREF(salt_text);
+    return id;
+}
+
+static PyMethodDef module_methods[] = {
+    {"record", (PyCFunction)(void (*)(void))native_record, METH_FASTCALL,
+     "record(found, members, tenant, lead, when, cause, seq, salt, Delta) -> (deltas, seq)"},
+    {"delta_id", (PyCFunction)(void (*)(void))native_delta_id, METH_FASTCALL,
+     "delta_id(tenant, lead, list_id, action, cause, salt) -> the id make_delta gives"},
+    {NULL}
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "rules._native",
+    "The engine's evaluation loop and delta records in C (see rules/compiler.py).", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    if (PyType_Ready(&TenantType) < 0)
+        return NULL;
+    EMPTY_STR = PyUnicode_FromString("");
+    ADDED = PyUnicode_InternFromString("added");
+    REMOVED = PyUnicode_InternFromString("removed");
+    if (EMPTY_STR == NULL || ADDED == NULL || REMOVED == NULL)
+        return NULL;
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL)
+        return NULL;
+    Py_INCREF(&TenantType);
+    if (PyModule_AddObject(module, "Tenant", (PyObject *)&TenantType) < 0 ||
+        PyModule_AddIntConstant(module, "OP_LAST", OP_LAST) < 0) {
+        Py_DECREF(&TenantType);
+        Py_DECREF(module);
+        return NULL;
+    }
+#define OPCODE(name) if (PyModule_AddIntConstant(module, #name, name) < 0) goto fail
+    OPCODE(OP_ALL); OPCODE(OP_ANY); OPCODE(OP_NOT); OPCODE(OP_TRUE); OPCODE(OP_FALSE);
+    OPCODE(OP_EQ); OPCODE(OP_NEQ); OPCODE(OP_IN); OPCODE(OP_NOT_IN);
+    OPCODE(OP_GT); OPCODE(OP_GTE); OPCODE(OP_LT); OPCODE(OP_LTE); OPCODE(OP_BETWEEN);
+    OPCODE(OP_EMPTY); OPCODE(OP_NOT_EMPTY); OPCODE(OP_WITHIN); OPCODE(OP_BEFORE);
+    OPCODE(OP_CONTAINS); OPCODE(OP_NOT_CONTAINS); OPCODE(OP_STARTS); OPCODE(OP_ENDS);
+    OPCODE(OP_MATCHES); OPCODE(OP_TAG); OPCODE(OP_LIST); OPCODE(OP_STATIC); OPCODE(OP_ACT);
+#undef OPCODE
+    return module;
+fail:
+    Py_DECREF(module);
+    return NULL;
+}
