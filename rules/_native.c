@@ -321,6 +321,9 @@ typedef struct {
     PyObject *consts;      /* tuple */
     PyObject *order;       /* tuple: list ids in dependency order */
     PyObject *rev;         /* tuple: per list, None or the index entry of its users */
+    PyObject *dates;       /* for next_flip: ((field, has_within, (windows...)), ...) */
+    PyObject *timed;       /* ((kind, ((ref, window, (lows...), (highs...)), ...)), ...) */
+    PyObject *index;       /* for field_candidates: the predicate indexes, see set_index */
 } TenantObject;
 
 /* Checks one node (and its subtree) so that evaluation never reads out of bounds. */
@@ -417,6 +420,9 @@ Tenant_dealloc(TenantObject *self)
     Py_XDECREF(self->consts);
     Py_XDECREF(self->order);
     Py_XDECREF(self->rev);
+    Py_XDECREF(self->dates);
+    Py_XDECREF(self->timed);
+    Py_XDECREF(self->index);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -771,7 +777,589 @@ done:
     return out;
 }
 
+
+/* -- time: next_flip --------------------------------------------------------------- */
+
+static int
+int64_item(PyObject *tuple, Py_ssize_t k, int64_t *out)
+{
+    return as_time(PyTuple_GET_ITEM(tuple, k), out);
+}
+
+/* A tuple of int64-sized ints, sorted ascending. */
+static int
+check_sorted_ints(PyObject *obj)
+{
+    if (!PyTuple_Check(obj))
+        return -1;
+    int64_t last = INT64_MIN, value;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(obj); k++) {
+        if (!PyLong_Check(PyTuple_GET_ITEM(obj, k)) || int64_item(obj, k, &value) < 0 ||
+            value < last)
+            return -1;
+        last = value;
+    }
+    return 0;
+}
+
+/* set_time(dates, timed): the tables next_flip reads (see CompiledTenant.next_flip) */
+static PyObject *
+Tenant_set_time(TenantObject *self, PyObject *args)
+{
+    PyObject *dates, *timed;
+    if (!PyArg_ParseTuple(args, "O!O!:set_time", &PyTuple_Type, &dates, &PyTuple_Type, &timed))
+        return NULL;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(dates); k++) {
+        PyObject *d = PyTuple_GET_ITEM(dates, k);
+        if (!PyTuple_Check(d) || PyTuple_GET_SIZE(d) != 3 || !PyUnicode_Check(PyTuple_GET_ITEM(d, 0))
+            || check_sorted_ints(PyTuple_GET_ITEM(d, 2)) < 0)
+            goto bad;
+    }
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(timed); k++) {
+        PyObject *t = PyTuple_GET_ITEM(timed, k);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(t, 1)))
+            goto bad;
+        PyObject *groups = PyTuple_GET_ITEM(t, 1);
+        for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(groups); g++) {
+            PyObject *group = PyTuple_GET_ITEM(groups, g);
+            int64_t window;
+            if (!PyTuple_Check(group) || PyTuple_GET_SIZE(group) != 4 ||
+                !PyLong_Check(PyTuple_GET_ITEM(group, 1)) || int64_item(group, 1, &window) < 0 ||
+                check_sorted_ints(PyTuple_GET_ITEM(group, 2)) < 0 ||
+                check_sorted_ints(PyTuple_GET_ITEM(group, 3)) < 0)
+                goto bad;
+        }
+    }
+    Py_INCREF(dates);
+    Py_XSETREF(self->dates, dates);
+    Py_INCREF(timed);
+    Py_XSETREF(self->timed, timed);
+    Py_RETURN_NONE;
+bad:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "malformed time tables");
+    return NULL;
+}
+
+/* The time of an activity entry, checking its shape. */
+static int
+entry_time(PyObject *entry, int64_t *at)
+{
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 3) {
+        PyErr_SetString(PyExc_TypeError, "an activity is a (time, id, ref) tuple");
+        return -1;
+    }
+    return as_time(PyTuple_GET_ITEM(entry, 0), at);
+}
+
+/* The first index of a sorted int tuple whose value is > x (right) or >= x (left). */
+static Py_ssize_t
+bisect_ints(PyObject *tuple, int64_t x, int right)
+{
+    Py_ssize_t lo = 0, hi = PyTuple_GET_SIZE(tuple);
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        int64_t value;
+        int64_item(tuple, mid, &value);  /* checked by set_time */
+        if (right ? x < value : x <= value)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+/* The time of the n-th newest (1-based) entry on `ref` (any when NULL) among entries
+ * k >= `first`, scanning back from the newest; -1 with an error set. */
+static int
+nth_newest(PyObject *entries, PyObject *ref, Py_ssize_t n, int64_t *at)
+{
+    for (Py_ssize_t k = PyList_GET_SIZE(entries) - 1; k >= 0; k--) {
+        PyObject *entry = PyList_GET_ITEM(entries, k);
+        if (entry_time(entry, at) < 0)
+            return -1;
+        int same = ref == NULL ? 1 : PyObject_RichCompareBool(PyTuple_GET_ITEM(entry, 2), ref,
+                                                               Py_EQ);
+        if (same < 0)
+            return -1;
+        if (same && --n == 0)
+            return 0;
+    }
+    PyErr_SetString(PyExc_SystemError, "next_flip: fewer activities than counted");
+    return -1;
+}
+
+/* next_flip(DT, A, now) -> int or None, as CompiledTenant.next_flip */
+static PyObject *
+Tenant_next_flip(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyDict_Check(args[0]) || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "next_flip(DT: dict, A: dict, now)");
+        return NULL;
+    }
+    if (self->dates == NULL || self->timed == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_time was not called");
+        return NULL;
+    }
+    PyObject *DT = args[0], *A = args[1];
+    int64_t now, best = 0;
+    int found = 0;
+    if (as_time(args[2], &now) < 0)
+        return NULL;
+#define OFFER(moment) do { int64_t m_ = (moment); \
+        if (!found || m_ < best) { best = m_; found = 1; } } while (0)
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(self->dates); k++) {
+        PyObject *d = PyTuple_GET_ITEM(self->dates, k);
+        PyObject *value = PyDict_GetItemWithError(DT, PyTuple_GET_ITEM(d, 0));
+        if (value == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            continue;
+        }
+        int64_t date;
+        if (as_time(value, &date) < 0)
+            return NULL;
+        int has_within = PyObject_IsTrue(PyTuple_GET_ITEM(d, 1));
+        if (has_within < 0)
+            return NULL;
+        if (has_within && now < date)
+            OFFER(date);
+        PyObject *windows = PyTuple_GET_ITEM(d, 2);
+        Py_ssize_t w = bisect_ints(windows, now - date, 1);  /* the smallest window ahead */
+        if (w < PyTuple_GET_SIZE(windows)) {
+            int64_t window;
+            int64_item(windows, w, &window);
+            OFFER(date + window);
+        }
+    }
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(self->timed); k++) {
+        PyObject *t = PyTuple_GET_ITEM(self->timed, k);
+        PyObject *entries = PyDict_GetItemWithError(A, PyTuple_GET_ITEM(t, 0));
+        if (entries == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            continue;
+        }
+        if (!PyList_Check(entries)) {
+            PyErr_SetString(PyExc_TypeError, "activities must be lists");
+            return NULL;
+        }
+        if (PyList_GET_SIZE(entries) == 0)
+            continue;
+        PyObject *groups = PyTuple_GET_ITEM(t, 1);
+        for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(groups); g++) {
+            PyObject *group = PyTuple_GET_ITEM(groups, g);
+            PyObject *ref = PyTuple_GET_ITEM(group, 0);
+            PyObject *lows = PyTuple_GET_ITEM(group, 2), *highs = PyTuple_GET_ITEM(group, 3);
+            int64_t window, at;
+            int64_item(group, 1, &window);
+            /* the activities on ref inside the window: the newest `count` of them */
+            Py_ssize_t count = count_activities(A, PyTuple_GET_ITEM(t, 0),
+                                                ref == Py_None ? NULL : ref, 1, window, now);
+            if (count < 0)
+                return NULL;
+            if (!count)
+                continue;
+            /* the count falls to each bound below it in turn: leaving `high` (from above)
+               happens when the (high + 1)-th newest leaves, reaching `low - 1` when the
+               low-th newest does */
+            Py_ssize_t h = bisect_ints(highs, count, 0) - 1;
+            if (h >= 0) {
+                int64_t high;
+                int64_item(highs, h, &high);
+                if (nth_newest(entries, ref == Py_None ? NULL : ref, (Py_ssize_t)high + 1,
+                               &at) < 0)
+                    return NULL;
+                OFFER(at + window);
+            }
+            Py_ssize_t l = bisect_ints(lows, count, 1) - 1;
+            if (l >= 0) {
+                int64_t low;
+                int64_item(lows, l, &low);
+                if (nth_newest(entries, ref == Py_None ? NULL : ref, (Py_ssize_t)low, &at) < 0)
+                    return NULL;
+                OFFER(at + window);
+            }
+        }
+    }
+#undef OFFER
+    if (!found)
+        Py_RETURN_NONE;
+    return PyLong_FromLongLong(best);
+}
+
+
+/* -- field_candidates ------------------------------------------------------------------ */
+
+enum { IX_EQ, IX_EMPTY, IX_STRING, IX_NUM_ALL, IX_THRESHOLDS, IX_DATES, IX_SIZE };
+
+/* set_index(eq, empty, strings, num_all, thresholds, dates): CompiledTenant's indexes,
+ *   eq: {field: {key: entry}}, empty: {field: entry}, num_all: {field: entry},
+ *   strings: {field: ((op, operand, entry), ...)},
+ *   thresholds: {field: (run that may join, run that may leave) on a rise}, a run being
+ *     ([bounds, ascending floats], [(list, slot) codes], [lists]),
+ *   dates: {field: ((within, window, entry), ...)};
+ * an entry is (join pairs, lists, pairs, lists), see turned(). */
+static PyObject *
+Tenant_set_index(TenantObject *self, PyObject *args)
+{
+    PyObject *tables[IX_SIZE];
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!:set_index", &PyDict_Type, &tables[0],
+                          &PyDict_Type, &tables[1], &PyDict_Type, &tables[2], &PyDict_Type,
+                          &tables[3], &PyDict_Type, &tables[4], &PyDict_Type, &tables[5]))
+        return NULL;
+    PyObject *key, *value, *entry;
+    Py_ssize_t pos = 0, inner;
+#define IS_ENTRY(e) (PyTuple_Check(e) && PyTuple_GET_SIZE(e) == 4)
+    /* shapes are checked here so that field_candidates can read them unchecked */
+    while (PyDict_Next(tables[IX_EQ], &pos, &key, &value)) {
+        if (!PyDict_Check(value))
+            goto bad;
+        inner = 0;
+        while (PyDict_Next(value, &inner, &key, &entry))
+            if (!IS_ENTRY(entry))
+                goto bad;
+    }
+    for (int t = IX_EMPTY; t <= IX_NUM_ALL; t += IX_NUM_ALL - IX_EMPTY) {
+        pos = 0;
+        while (PyDict_Next(tables[t], &pos, &key, &entry))
+            if (!IS_ENTRY(entry))
+                goto bad;
+    }
+    pos = 0;
+    while (PyDict_Next(tables[IX_STRING], &pos, &key, &value)) {
+        if (!PyTuple_Check(value))
+            goto bad;
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(value); k++) {
+            PyObject *atom = PyTuple_GET_ITEM(value, k);
+            if (!PyTuple_Check(atom) || PyTuple_GET_SIZE(atom) != 3 ||
+                !IS_ENTRY(PyTuple_GET_ITEM(atom, 2)))
+                goto bad;
+            long op = PyLong_AsLong(PyTuple_GET_ITEM(atom, 0));
+            if (op < OP_CONTAINS || op > OP_MATCHES ||
+                (op != OP_MATCHES && !PyUnicode_Check(PyTuple_GET_ITEM(atom, 1))))
+                goto bad;
+        }
+    }
+    pos = 0;
+    while (PyDict_Next(tables[IX_THRESHOLDS], &pos, &key, &value)) {
+        if (!PyTuple_Check(value) || PyTuple_GET_SIZE(value) != 2)
+            goto bad;
+        for (int r = 0; r < 2; r++) {
+            PyObject *run = PyTuple_GET_ITEM(value, r);
+            if (!PyTuple_Check(run) || PyTuple_GET_SIZE(run) != 3)
+                goto bad;
+            PyObject *bounds = PyTuple_GET_ITEM(run, 0);
+            if (!PyList_Check(bounds) || !PyList_Check(PyTuple_GET_ITEM(run, 1)) ||
+                !PyList_Check(PyTuple_GET_ITEM(run, 2)) ||
+                PyList_GET_SIZE(PyTuple_GET_ITEM(run, 1)) != PyList_GET_SIZE(bounds) ||
+                PyList_GET_SIZE(PyTuple_GET_ITEM(run, 2)) != PyList_GET_SIZE(bounds))
+                goto bad;
+            for (Py_ssize_t k = 0; k < PyList_GET_SIZE(bounds); k++)
+                if (!PyFloat_CheckExact(PyList_GET_ITEM(bounds, k)))
+                    goto bad;
+        }
+    }
+    pos = 0;
+    while (PyDict_Next(tables[IX_DATES], &pos, &key, &value)) {
+        if (!PyTuple_Check(value))
+            goto bad;
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(value); k++) {
+            PyObject *atom = PyTuple_GET_ITEM(value, k);
+            int64_t window;
+            if (!PyTuple_Check(atom) || PyTuple_GET_SIZE(atom) != 3 ||
+                !PyLong_Check(PyTuple_GET_ITEM(atom, 1)) || int64_item(atom, 1, &window) < 0 ||
+                !IS_ENTRY(PyTuple_GET_ITEM(atom, 2)))
+                goto bad;
+        }
+    }
+#undef IS_ENTRY
+    PyObject *index = PyTuple_New(IX_SIZE);
+    if (index == NULL)
+        return NULL;
+    for (int k = 0; k < IX_SIZE; k++) {
+        Py_INCREF(tables[k]);
+        PyTuple_SET_ITEM(index, k, tables[k]);
+    }
+    Py_XSETREF(self->index, index);
+    Py_RETURN_NONE;
+bad:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "malformed predicate index");
+    return NULL;
+}
+
+/* Appends what an index entry says may change when its predicate turns true/false. */
+static int
+add_turned(PyObject *join, PyObject *leave, PyObject *entry, int now_true)
+{
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 4) {
+        PyErr_SetString(PyExc_TypeError, "an index entry is a 4-tuple");
+        return -1;
+    }
+    if (PyList_Append(join, PyTuple_GET_ITEM(entry, now_true ? 0 : 2)) < 0)
+        return -1;
+    return PyList_Append(leave, PyTuple_GET_ITEM(entry, now_true ? 3 : 1));
+}
+
+/* A string operator's value on case-folded text; -1 on error. */
+static int
+string_check(long op, PyObject *operand, PyObject *text)
+{
+    if (op == OP_MATCHES) {
+        PyObject *match = PyObject_CallOneArg(operand, text);
+        if (match == NULL)
+            return -1;
+        int value = match != Py_None;
+        Py_DECREF(match);
+        return value;
+    }
+    if (op == OP_CONTAINS || op == OP_NOT_CONTAINS) {
+        int found = PyUnicode_Contains(text, operand);
+        if (found < 0)
+            return -1;
+        return op == OP_CONTAINS ? found : !found;
+    }
+    Py_ssize_t found = PyUnicode_Tailmatch(text, operand, 0, PY_SSIZE_T_MAX,
+                                           op == OP_STARTS ? -1 : 1);
+    return found < 0 ? -1 : (int)found;
+}
+
+/* A date predicate's value for a date (has_date false: not a date), as _date_truth. */
+static int
+date_truth(int within, int64_t window, int has_date, int64_t date, int64_t now)
+{
+    if (!has_date)
+        return 0;
+    if (within)
+        return date <= now && now < date + window;
+    return date + window <= now;
+}
+
+/* The first index of a list of floats whose value is > x (right) or >= x (left). */
+static Py_ssize_t
+bisect_floats(PyObject *list, double x, int right)
+{
+    Py_ssize_t lo = 0, hi = PyList_GET_SIZE(list);
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        double value = PyFloat_AS_DOUBLE(PyList_GET_ITEM(list, mid));
+        if (right ? x < value : x <= value)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+static PyObject *
+get_or_none(PyObject *dict, PyObject *key)
+{
+    PyObject *value = PyDict_GetItemWithError(dict, key);
+    if (value == NULL && !PyErr_Occurred())
+        value = Py_None;
+    return value;
+}
+
+/* One changed field's candidates, as the field loop of CompiledTenant.candidates. */
+static int
+field_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *C, PyObject *N,
+              PyObject *DT, PyObject *name, PyObject *old, int64_t now)
+{
+    if (!PyTuple_Check(old) || PyTuple_GET_SIZE(old) != 3) {
+        PyErr_SetString(PyExc_TypeError, "an old field is (key, number, date)");
+        return -1;
+    }
+    PyObject *old_key = PyTuple_GET_ITEM(old, 0), *old_num = PyTuple_GET_ITEM(old, 1);
+    PyObject *old_date = PyTuple_GET_ITEM(old, 2), *entry, *table;
+    PyObject **ix = &PyTuple_GET_ITEM(self->index, 0);
+    PyObject *new_key = get_or_none(C, name);
+    if (new_key == NULL)
+        return -1;
+    int differ = PyObject_RichCompareBool(old_key, new_key, Py_NE);
+    if (differ < 0)
+        return -1;
+    if (differ) {
+        PyObject *bucket = PyDict_GetItemWithError(ix[IX_EQ], name);
+        if (bucket != NULL) {
+            if ((entry = PyDict_GetItemWithError(bucket, new_key)) != NULL) {
+                if (PyList_Append(join, PyTuple_GET_ITEM(entry, 0)) < 0 ||
+                    PyList_Append(leave, PyTuple_GET_ITEM(entry, 3)) < 0)
+                    return -1;
+            }
+            else if (PyErr_Occurred())
+                return -1;
+            if ((entry = PyDict_GetItemWithError(bucket, old_key)) != NULL) {
+                if (PyList_Append(join, PyTuple_GET_ITEM(entry, 2)) < 0 ||
+                    PyList_Append(leave, PyTuple_GET_ITEM(entry, 1)) < 0)
+                    return -1;
+            }
+            else if (PyErr_Occurred())
+                return -1;
+        }
+        else if (PyErr_Occurred())
+            return -1;
+        if ((old_key == Py_None) != (new_key == Py_None)) {
+            if ((entry = PyDict_GetItemWithError(ix[IX_EMPTY], name)) != NULL) {
+                if (add_turned(join, leave, entry, old_key == Py_None) < 0)
+                    return -1;
+            }
+            else if (PyErr_Occurred())
+                return -1;
+        }
+        if ((table = PyDict_GetItemWithError(ix[IX_STRING], name)) != NULL) {
+            PyObject *before = old_key == Py_None ? EMPTY_STR : old_key;
+            PyObject *after = new_key == Py_None ? EMPTY_STR : new_key;
+            if (!PyUnicode_Check(before) || !PyUnicode_Check(after)) {
+                PyErr_SetString(PyExc_TypeError, "a comparison key is text");
+                return -1;
+            }
+            Py_INCREF(before);
+            Py_INCREF(after);
+            int failed = 0;
+            for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(table) && !failed; k++) {
+                PyObject *atom = PyTuple_GET_ITEM(table, k);
+                long op = PyLong_AsLong(PyTuple_GET_ITEM(atom, 0));
+                PyObject *operand = PyTuple_GET_ITEM(atom, 1);
+                int now_true = string_check(op, operand, after);
+                int was = now_true < 0 ? -1 : string_check(op, operand, before);
+                if (now_true < 0 || was < 0)
+                    failed = 1;
+                else if (was != now_true &&
+                         add_turned(join, leave, PyTuple_GET_ITEM(atom, 2), now_true) < 0)
+                    failed = 1;
+            }
+            Py_DECREF(before);
+            Py_DECREF(after);
+            if (failed)
+                return -1;
+        }
+        else if (PyErr_Occurred())
+            return -1;
+    }
+    PyObject *new_num = get_or_none(N, name);
+    if (new_num == NULL)
+        return -1;
+    differ = PyObject_RichCompareBool(old_num, new_num, Py_NE);
+    if (differ < 0)
+        return -1;
+    if (differ && (entry = PyDict_GetItemWithError(ix[IX_NUM_ALL], name)) != NULL) {
+        if (old_num == Py_None || new_num == Py_None) {
+            if (add_turned(join, leave, entry, old_num == Py_None) < 0)
+                return -1;
+        }
+        else {
+            double before, after;
+            if (as_number(old_num, &before) < 0 || as_number(new_num, &after) < 0)
+                return -1;
+            PyObject *runs = PyDict_GetItemWithError(ix[IX_THRESHOLDS], name);
+            if (runs == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "a numeric field without thresholds");
+                return -1;
+            }
+            int rising = after > before;
+            double low = rising ? before : after, high = rising ? after : before;
+            /* on a rise the first run's lists may join and the second's leave */
+            PyObject *up = PyTuple_GET_ITEM(runs, rising ? 0 : 1);
+            PyObject *down = PyTuple_GET_ITEM(runs, rising ? 1 : 0);
+            PyObject *bounds = PyTuple_GET_ITEM(up, 0);
+            PyObject *slice = PyList_GetSlice(PyTuple_GET_ITEM(up, 1),
+                                              bisect_floats(bounds, low, 0),
+                                              bisect_floats(bounds, high, 1));
+            if (slice == NULL || PyList_Append(join, slice) < 0) {
+                Py_XDECREF(slice);
+                return -1;
+            }
+            Py_DECREF(slice);
+            bounds = PyTuple_GET_ITEM(down, 0);
+            slice = PyList_GetSlice(PyTuple_GET_ITEM(down, 2), bisect_floats(bounds, low, 0),
+                                    bisect_floats(bounds, high, 1));
+            if (slice == NULL || PyList_Append(leave, slice) < 0) {
+                Py_XDECREF(slice);
+                return -1;
+            }
+            Py_DECREF(slice);
+        }
+    }
+    else if (PyErr_Occurred())
+        return -1;
+    PyObject *new_date = get_or_none(DT, name);
+    if (new_date == NULL)
+        return -1;
+    differ = PyObject_RichCompareBool(old_date, new_date, Py_NE);
+    if (differ < 0)
+        return -1;
+    if (differ && (table = PyDict_GetItemWithError(ix[IX_DATES], name)) != NULL) {
+        int64_t before = 0, after = 0;
+        if ((old_date != Py_None && as_time(old_date, &before) < 0) ||
+            (new_date != Py_None && as_time(new_date, &after) < 0))
+            return -1;
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(table); k++) {
+            PyObject *atom = PyTuple_GET_ITEM(table, k);
+            int within = PyObject_IsTrue(PyTuple_GET_ITEM(atom, 0));
+            int64_t window;
+            if (within < 0)
+                return -1;
+            int64_item(atom, 1, &window);
+            int now_true = date_truth(within, window, new_date != Py_None, after, now);
+            if (date_truth(within, window, old_date != Py_None, before, now) != now_true &&
+                add_turned(join, leave, PyTuple_GET_ITEM(atom, 2), now_true) < 0)
+                return -1;
+        }
+    }
+    else if (PyErr_Occurred())
+        return -1;
+    return 0;
+}
+
+/* field_candidates(C, N, DT, old_fields, now) -> (join, leave): the field part of
+ * CompiledTenant.candidates, old_fields being {name: (key, number, date) before} */
+static PyObject *
+Tenant_field_candidates(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) ||
+        !PyDict_Check(args[2]) || !PyDict_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "field_candidates(C, N, DT, old_fields, now)");
+        return NULL;
+    }
+    if (self->index == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_index was not called");
+        return NULL;
+    }
+    int64_t now;
+    if (as_time(args[4], &now) < 0)
+        return NULL;
+    PyObject *join = PyList_New(0), *leave = PyList_New(0), *name, *old;
+    if (join == NULL || leave == NULL)
+        goto error;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(args[3], &pos, &name, &old)) {
+        Py_INCREF(name);
+        Py_INCREF(old);
+        int failed = field_changed(self, join, leave, args[0], args[1], args[2], name, old,
+                                   now);
+        Py_DECREF(name);
+        Py_DECREF(old);
+        if (failed < 0)
+            goto error;
+    }
+    return Py_BuildValue("(NN)", join, leave);
+error:
+    Py_XDECREF(join);
+    Py_XDECREF(leave);
+    return NULL;
+}
+
 static PyMethodDef Tenant_methods[] = {
+    {"set_index", (PyCFunction)Tenant_set_index, METH_VARARGS,
+     "set_index(eq, empty, strings, num_all, thresholds, dates): the predicate indexes"},
+    {"field_candidates", (PyCFunction)(void (*)(void))Tenant_field_candidates, METH_FASTCALL,
+     "field_candidates(C, N, DT, old_fields, now) -> (join, leave)"},
+    {"set_time", (PyCFunction)Tenant_set_time, METH_VARARGS,
+     "set_time(dates, timed): the tables next_flip reads"},
+    {"next_flip", (PyCFunction)(void (*)(void))Tenant_next_flip, METH_FASTCALL,
+     "next_flip(DT, A, now) -> the earliest moment a time predicate changes, or None"},
     {"evaluate_all", (PyCFunction)(void (*)(void))Tenant_evaluate_all, METH_FASTCALL,
      "evaluate_all(C, N, DT, T, S, A, W, now) -> set of list ids"},
     {"evaluate_dirty", (PyCFunction)(void (*)(void))Tenant_evaluate_dirty, METH_FASTCALL,
@@ -869,13 +1457,16 @@ static void
 sha256_final(Sha256 *s, unsigned char out[32])
 {
     uint64_t bits = s->length * 8;
-    unsigned char pad = 0x80, zero = 0, len[8];
-    sha256_update(s, &pad, 1);
-    while (s->used != 56)
-        sha256_update(s, &zero, 1);
+    s->block[s->used++] = 0x80;
+    if (s->used > 56) {
+        memset(s->block + s->used, 0, 64 - s->used);
+        sha256_block(s, s->block);
+        s->used = 0;
+    }
+    memset(s->block + s->used, 0, 56 - s->used);
     for (int i = 0; i < 8; i++)
-        len[i] = (unsigned char)(bits >> (56 - 8 * i));
-    sha256_update(s, len, 8);
+        s->block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
+    sha256_block(s, s->block);
     for (int i = 0; i < 8; i++) {
         out[4 * i] = (unsigned char)(s->h[i] >> 24);
         out[4 * i + 1] = (unsigned char)(s->h[i] >> 16);

@@ -228,6 +228,7 @@ class _Codegen:
         key = (op, repr(value))
         _mark(t.string_atoms.setdefault(name, {}), key, self.code, positive)
         t.string_checks[(name, key)] = check
+        t.string_ops[(name, key)] = (op, pred if op == "matches" else needle)
         return code
 
     def activity_expr(self, node, idx, positive):
@@ -349,7 +350,7 @@ class CompiledTenant:
         self.own = [False] * size
         self.rev = {}
         self.eq_index, self.empty_index, self.tag_index = {}, {}, {}
-        self.string_atoms, self.string_checks = {}, {}
+        self.string_atoms, self.string_checks, self.string_ops = {}, {}, {}
         self.thresholds, self.num_all, self.numeric_fields = {}, {}, set()
         self.date_atoms, self.date_fields = {}, set()
         self.activity_atoms, self.policy_parts = {}, {}
@@ -393,6 +394,10 @@ class CompiledTenant:
                 runs.append(([e[0] for e in picked], [(e[1] >> 8, e[1] & 255) for e in picked],
                              [e[1] >> 8 for e in picked]))
             self.thresholds[name] = runs
+        # per field: (check, entry) for the Python path, (op, operand, entry) for C
+        self.string_ops = {name: tuple(self.string_ops[(name, key)] + (entry,)
+                                       for key, entry in atoms.items())
+                           for name, atoms in self.string_atoms.items()}
         self.string_atoms = {name: [(self.string_checks[(name, key)], entry)
                                     for key, entry in atoms.items()]
                              for name, atoms in self.string_atoms.items()}
@@ -429,8 +434,24 @@ class CompiledTenant:
             starts.append(len(code))
             code.extend(words.program(tenant.lists[lid]))
         rev = tuple(self.rev.get(i) for i in range(self.size))
-        return _native.Tenant(code.tobytes(), starts, tuple(words.consts), tuple(self.order),
-                              rev)
+        native = _native.Tenant(code.tobytes(), starts, tuple(words.consts),
+                                tuple(self.order), rev)
+        native.set_time(
+            tuple((name, has_within, tuple(windows))
+                  for name, (has_within, windows) in self.date_windows.items()),
+            tuple((kind, tuple((ref, window, tuple(lows), tuple(highs))
+                               for ref, window, lows, highs in groups))
+                  for kind, groups in self.timed_groups.items()))
+        ops = words.field_ops
+        native.set_index(
+            self.eq_index, self.empty_index,
+            {name: tuple((ops[op], operand, entry) for op, operand, entry in atoms)
+             for name, atoms in self.string_ops.items()},
+            self.num_all, {name: tuple(runs) for name, runs in self.thresholds.items()},
+            {name: tuple((op == "within_last_days", window, entry)
+                         for (op, window), entry in atoms)
+             for name, atoms in self.date_atoms.items()})
+        return native
 
     @staticmethod
     def _watch_expr(gen, i, definition):
@@ -537,7 +558,43 @@ class CompiledTenant:
         of collections of list indexes that can only leave, `any` a set of list indexes
         that may do either. Collections are the indexes' own, never copied.
         """
-        join, leave, both = [], [], set()
+        C, N, DT = view
+        if self.native is not None:
+            join, leave = self.native.field_candidates(C, N, DT, old_fields, now)
+        else:
+            join, leave = [], []
+            self._field_candidates(view, old_fields, now, join, leave)
+        both = set()
+        for tag in changes.tags:
+            entry = self.tag_index.get(tag)
+            if entry:
+                codes, lists = turned(entry, tag in tags)
+                join.append(codes)
+                leave.append(lists)
+        for lid in changes.statics:
+            i = self.pos.get(lid)
+            if i is not None and lid in self.static:
+                both.add(i)
+        added = {}
+        for kind, ref, at, _ in changes.activities:
+            added.setdefault(kind, []).append((ref, at))
+        for kind, new in added.items():
+            for want, window, atoms, _, _ in self.activity_groups.get(kind, ()):
+                fresh = sum(1 for ref, at in new if (want is None or want == ref)
+                            and (window is None or now < at + window))
+                if not fresh:
+                    continue
+                count = count_activities(acts, kind, want, window, now)
+                for low, high, entry in atoms:
+                    now_true = _in_bounds(count, low, high)
+                    if _in_bounds(count - fresh, low, high) != now_true:
+                        codes, lists = turned(entry, now_true)
+                        join.append(codes)
+                        leave.append(lists)
+        return join, leave, both
+
+    def _field_candidates(self, view, old_fields, now, join, leave):
+        """The changed fields' part of candidates(), appended to join and leave."""
         C, N, DT = view
         for name, (old_key, old_num, old_date) in old_fields.items():
             new_key = C.get(name)
@@ -591,33 +648,6 @@ class CompiledTenant:
                         codes, lists = turned(entry, now_true)
                         join.append(codes)
                         leave.append(lists)
-        for tag in changes.tags:
-            entry = self.tag_index.get(tag)
-            if entry:
-                codes, lists = turned(entry, tag in tags)
-                join.append(codes)
-                leave.append(lists)
-        for lid in changes.statics:
-            i = self.pos.get(lid)
-            if i is not None and lid in self.static:
-                both.add(i)
-        added = {}
-        for kind, ref, at, _ in changes.activities:
-            added.setdefault(kind, []).append((ref, at))
-        for kind, new in added.items():
-            for want, window, atoms, _, _ in self.activity_groups.get(kind, ()):
-                fresh = sum(1 for ref, at in new if (want is None or want == ref)
-                            and (window is None or now < at + window))
-                if not fresh:
-                    continue
-                count = count_activities(acts, kind, want, window, now)
-                for low, high, entry in atoms:
-                    now_true = _in_bounds(count, low, high)
-                    if _in_bounds(count - fresh, low, high) != now_true:
-                        codes, lists = turned(entry, now_true)
-                        join.append(codes)
-                        leave.append(lists)
-        return join, leave, both
 
     def flipping(self, view, acts, moment):
         """(join, leave, any), as from candidates(), of the time predicates that change
@@ -732,6 +762,8 @@ class CompiledTenant:
         one each time an activity leaves it, so the first flip of a group of predicates
         on (kind, ref, window) comes from the largest bound the count can still cross.
         """
+        if self.native is not None:
+            return self.native.next_flip(view[2], acts, now)
         best = math.inf
         DT = view[2]
         for name, (has_within, windows) in self.date_windows.items():
