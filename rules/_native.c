@@ -15,6 +15,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum {
@@ -59,9 +60,21 @@ bits_to_double(int64_t word)
 }
 
 /* A time stored in a dict (an int), or -1 with an error set when it is not one. */
-static int
+static inline int
 as_time(PyObject *obj, int64_t *out)
 {
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000 && PyLong_SHIFT == 30
+    /* the common case read directly: a time of this era is two 30-bit digits */
+    if (PyLong_CheckExact(obj)) {
+        Py_ssize_t size = Py_SIZE(obj);
+        const digit *d = ((PyLongObject *)obj)->ob_digit;
+        if (size == 2 || size == -2) {
+            int64_t value = (int64_t)d[0] | ((int64_t)d[1] << PyLong_SHIFT);
+            *out = size < 0 ? -value : value;
+            return 0;
+        }
+    }
+#endif
     int overflow = 0;
     long long value = PyLong_AsLongLongAndOverflow(obj, &overflow);
     if (overflow) {
@@ -88,6 +101,21 @@ as_number(PyObject *obj, double *out)
     return 0;
 }
 
+/* Whether an activity's ref (a str or None) is `ref` (a str): by identity when both are
+ * interned, as the lead state and the compiled lists keep them; -1 on error. */
+static inline int
+same_ref(PyObject *have, PyObject *ref)
+{
+    if (have == ref)
+        return 1;
+    if (have == Py_None)
+        return 0;
+    if (PyUnicode_CheckExact(have) && PyUnicode_CheckExact(ref) &&
+        PyUnicode_CHECK_INTERNED(have) && PyUnicode_CHECK_INTERNED(ref))
+        return 0;
+    return PyObject_RichCompareBool(have, ref, Py_EQ);
+}
+
 /* How many activities of `kind` (on `ref`, unless NULL) count at `now`; -1 on error.
  * Entries are (time, event id, ref) tuples in time order. Mirrors count_activities. */
 static Py_ssize_t
@@ -112,7 +140,7 @@ count_activities(PyObject *A, PyObject *kind, PyObject *ref, int has_window, int
                 PyErr_SetString(PyExc_TypeError, "an activity is a (time, id, ref) tuple");
                 return -1;
             }
-            int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(entry, 2), ref, Py_EQ);
+            int same = same_ref(PyTuple_GET_ITEM(entry, 2), ref);
             if (same < 0)
                 return -1;
             count += same;
@@ -151,7 +179,7 @@ count_activities(PyObject *A, PyObject *kind, PyObject *ref, int has_window, int
             return -1;
         if (at <= cutoff)
             break;
-        int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(entry, 2), ref, Py_EQ);
+        int same = same_ref(PyTuple_GET_ITEM(entry, 2), ref);
         if (same < 0)
             return -1;
         count += same;
@@ -749,10 +777,20 @@ Tenant_evaluate_dirty(TenantObject *self, PyObject *const *args, Py_ssize_t narg
         if (value == was)
             continue;
         Py_ssize_t d = m.depth[i];
-        PyObject *row = Py_BuildValue("(OOn)", PyTuple_GET_ITEM(self->order, i),
-                                      value ? Py_True : Py_False, d);
-        if (row == NULL || PyList_Append(out, row) < 0) {
+        PyObject *row = PyTuple_New(3), *depth = PyLong_FromSsize_t(d);
+        if (row == NULL || depth == NULL) {
             Py_XDECREF(row);
+            Py_XDECREF(depth);
+            goto error;
+        }
+        PyObject *list_id = PyTuple_GET_ITEM(self->order, i), *added = value ? Py_True : Py_False;
+        Py_INCREF(list_id);
+        Py_INCREF(added);
+        PyTuple_SET_ITEM(row, 0, list_id);
+        PyTuple_SET_ITEM(row, 1, added);
+        PyTuple_SET_ITEM(row, 2, depth);
+        if (PyList_Append(out, row) < 0) {
+            Py_DECREF(row);
             goto error;
         }
         Py_DECREF(row);
@@ -783,6 +821,7 @@ done:
 static int
 int64_item(PyObject *tuple, Py_ssize_t k, int64_t *out)
 {
+    *out = 0;
     return as_time(PyTuple_GET_ITEM(tuple, k), out);
 }
 
@@ -878,8 +917,7 @@ nth_newest(PyObject *entries, PyObject *ref, Py_ssize_t n, int64_t *at)
         PyObject *entry = PyList_GET_ITEM(entries, k);
         if (entry_time(entry, at) < 0)
             return -1;
-        int same = ref == NULL ? 1 : PyObject_RichCompareBool(PyTuple_GET_ITEM(entry, 2), ref,
-                                                               Py_EQ);
+        int same = ref == NULL ? 1 : same_ref(PyTuple_GET_ITEM(entry, 2), ref);
         if (same < 0)
             return -1;
         if (same && --n == 0)
@@ -1402,7 +1440,7 @@ static const uint32_t K256[64] = {
 #define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
 
 static void
-sha256_block(Sha256 *s, const unsigned char *b)
+sha256_block_c(Sha256 *s, const unsigned char *b)
 {
     uint32_t w[64], a, bb, c, d, e, f, g, h;
     for (int i = 0; i < 16; i++)
@@ -1425,6 +1463,62 @@ sha256_block(Sha256 *s, const unsigned char *b)
     s->h[0] += a; s->h[1] += bb; s->h[2] += c; s->h[3] += d;
     s->h[4] += e; s->h[5] += f; s->h[6] += g; s->h[7] += h;
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define HAVE_SHA_NI_PATH 1
+
+/* The same compression with the CPU's SHA extensions (checked at import). */
+__attribute__((target("sha,sse4.1,ssse3"))) static void
+sha256_block_ni(Sha256 *s, const unsigned char *b)
+{
+    const __m128i order = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i tmp = _mm_loadu_si128((const __m128i *)&s->h[0]);      /* a b c d */
+    __m128i state1 = _mm_loadu_si128((const __m128i *)&s->h[4]);   /* e f g h */
+    tmp = _mm_shuffle_epi32(tmp, 0xB1);                             /* c d a b */
+    state1 = _mm_shuffle_epi32(state1, 0x1B);                       /* h g f e */
+    __m128i state0 = _mm_alignr_epi8(tmp, state1, 8);               /* a b e f */
+    state1 = _mm_blend_epi16(state1, tmp, 0xF0);                    /* c d g h */
+    __m128i abef = state0, cdgh = state1, w[4];
+    for (int g = 0; g < 16; g++) {
+        __m128i m;
+        if (g < 4) {
+            m = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(b + 16 * g)), order);
+        }
+        else {
+            m = _mm_sha256msg1_epu32(w[g & 3], w[(g + 1) & 3]);
+            m = _mm_add_epi32(m, _mm_alignr_epi8(w[(g + 3) & 3], w[(g + 2) & 3], 4));
+            m = _mm_sha256msg2_epu32(m, w[(g + 3) & 3]);
+        }
+        w[g & 3] = m;
+        __m128i k = _mm_add_epi32(m, _mm_loadu_si128((const __m128i *)&K256[4 * g]));
+        state1 = _mm_sha256rnds2_epu32(state1, state0, k);
+        state0 = _mm_sha256rnds2_epu32(state0, state1, _mm_shuffle_epi32(k, 0x0E));
+    }
+    state0 = _mm_add_epi32(state0, abef);
+    state1 = _mm_add_epi32(state1, cdgh);
+    tmp = _mm_shuffle_epi32(state0, 0x1B);                          /* f e b a */
+    state1 = _mm_shuffle_epi32(state1, 0xB1);                       /* d c h g */
+    state0 = _mm_blend_epi16(tmp, state1, 0xF0);                    /* d c b a */
+    state1 = _mm_alignr_epi8(state1, tmp, 8);                       /* h g f e */
+    _mm_storeu_si128((__m128i *)&s->h[0], state0);
+    _mm_storeu_si128((__m128i *)&s->h[4], state1);
+}
+
+static int
+cpu_has_sha(void)
+{
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_SSE4_1) || !(c & bit_SSSE3))
+        return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return 0;
+    return (b & bit_SHA) != 0;
+}
+#endif
+
+static void (*sha256_block)(Sha256 *, const unsigned char *) = sha256_block_c;
 
 static void
 sha256_init(Sha256 *s)
@@ -1649,12 +1743,20 @@ PyInit__native(void)
     REMOVED = PyUnicode_InternFromString("removed");
     if (EMPTY_STR == NULL || ADDED == NULL || REMOVED == NULL)
         return NULL;
+    const char *sha = "c";
+#ifdef HAVE_SHA_NI_PATH
+    if (cpu_has_sha() && getenv("DYNLISTS_NO_SHA_NI") == NULL) {
+        sha256_block = sha256_block_ni;
+        sha = "sha-ni";
+    }
+#endif
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
         return NULL;
     Py_INCREF(&TenantType);
     if (PyModule_AddObject(module, "Tenant", (PyObject *)&TenantType) < 0 ||
-        PyModule_AddIntConstant(module, "OP_LAST", OP_LAST) < 0) {
+        PyModule_AddIntConstant(module, "OP_LAST", OP_LAST) < 0 ||
+        PyModule_AddStringConstant(module, "SHA256", sha) < 0) {
         Py_DECREF(&TenantType);
         Py_DECREF(module);
         return NULL;

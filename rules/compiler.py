@@ -274,6 +274,8 @@ class _WordCode:
                           "matches": n.OP_MATCHES}
 
     def const(self, value):
+        if isinstance(value, str):
+            value = sys.intern(value)  # as the lead state's names are (rules/lead.py)
         key = (type(value).__name__, id(value) if callable(value) else repr(value))
         index = self._ids.get(key)
         if index is None:

@@ -4,11 +4,15 @@ Every field, tag and static-list membership carries the version `(occurred_at, e
 of the event that set it, and the larger version wins (SPEC section 2). A deletion is a
 tombstone version: everything older is dropped and no older event applies again, while
 newer data survives, so the final profile is the same for any order and any duplicates.
+
+Field names, tags, activity kinds and refs are interned as they are stored: the compiled
+lists hold interned names too, so the C evaluation loop finds them by identity.
 """
 
 from __future__ import annotations
 
 from bisect import insort
+from sys import intern
 from typing import NamedTuple
 
 from schemas.records import ChangeEvent
@@ -96,6 +100,7 @@ class LeadState:
             state.acts.setdefault(kind, []).append((ts, eid, ref))
         for entries in state.acts.values():
             entries.sort(key=lambda e: e[:2])
+        state._intern_names()
         state._reset_derived()
         return state
 
@@ -117,7 +122,17 @@ class LeadState:
         self.defs_changes = 0  # states pickled before it existed
         for name, value in zip(self._STORED, data):
             setattr(self, name, value)
+        self._intern_names()
         self._reset_derived()
+
+    def _intern_names(self):
+        """Intern the names a loaded state holds (see the module's docstring)."""
+        self.values = {intern(k): v for k, v in self.values.items()}
+        self.versions = {intern(k): v for k, v in self.versions.items()}
+        self.tags = {intern(k): v for k, v in self.tags.items()}
+        self.acts = {intern(kind): [(ts, eid, intern(ref) if ref else ref)
+                                    for ts, eid, ref in entries]
+                     for kind, entries in self.acts.items()}
 
     def to_dict(self):
         """A JSON-ready form of the whole state (versions included), to resume from."""
@@ -164,6 +179,7 @@ class LeadState:
         state.defs_changes = data.get("defs_changes", 0)
         watch = data.get("watch")
         state.watch = bytearray.fromhex(watch) if watch else None
+        state._intern_names()
         state._reset_derived()
         return state
 
@@ -211,6 +227,7 @@ class LeadState:
         if kind == "lead_upserted":
             values, versions = self.values, self.versions
             for name, value in (event.fields or {}).items():
+                name = intern(name)
                 current = versions.get(name)
                 if current is None or version > current:
                     old = values.get(name)
@@ -219,17 +236,17 @@ class LeadState:
                     if old != value or type(old) is not type(value):
                         changes.fields.setdefault(name, old)
         elif kind == "activity":
-            kind_ = event.activity_kind.casefold()
+            kind_ = intern(event.activity_kind.casefold())
             policy = policies.get(kind_)
             if policy is not None:
-                ref = event.activity_ref.casefold() if event.activity_ref else None
+                ref = intern(event.activity_ref.casefold()) if event.activity_ref else None
                 entries = self.acts.setdefault(kind_, [])
                 if not any(e[1] == event.event_id for e in entries):
                     insort(entries, (event.occurred_at, event.event_id, ref))
                     changes.activities.add((kind_, ref, event.occurred_at, event.event_id))
                     self._compact_kind(kind_, policy)
         elif kind in ("tag_added", "tag_removed"):
-            self._set_flag(self.tags, self.tag_set, event.tag.casefold(),
+            self._set_flag(self.tags, self.tag_set, intern(event.tag.casefold()),
                            kind == "tag_added", version, changes.tags)
         else:
             self._set_flag(self.statics, self.static_set, event.list_id,

@@ -190,3 +190,31 @@ def test_c_delta_ids_equal_make_delta(parts, salt):
     expected = make_delta(tenant, lead, list_id, added, 0, cause, 0, 1, salt).delta_id
     action = "added" if added else "removed"
     assert _native.delta_id(tenant, lead, list_id, action, cause, salt) == expected
+
+
+def test_both_c_sha256_paths_give_hashlib_digests():
+    """rules._native hashes with the CPU's SHA extensions where it has them, in plain C
+    otherwise (or with DYNLISTS_NO_SHA_NI set): both give hashlib's ids, over one and
+    several blocks."""
+    require_native(True)
+    import os
+    import subprocess
+    import sys
+    script = (
+        "import hashlib, random\n"
+        "from rules import _native\n"
+        "r = random.Random(5)\n"
+        "for n in range(3000):\n"
+        "    parts = [''.join(chr(r.choice([r.randint(1, 127), r.randint(128, 0x10FFFF)]))\n"
+        "                     for _ in range(r.randint(0, 70))) for _ in range(5)]\n"
+        "    text = '\\x1f'.join(parts)\n"
+        "    want = hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:32]\n"
+        "    assert _native.delta_id(*parts, None) == want, parts\n"
+        "print(_native.SHA256)\n")
+    paths = set()
+    for env in ({}, {"DYNLISTS_NO_SHA_NI": "1"}):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env={**os.environ, **env}, check=False)
+        assert done.returncode == 0, done.stderr
+        paths.add(done.stdout.strip())
+    assert "c" in paths
