@@ -1,11 +1,12 @@
 """Engine throughput on one core: incremental compiled path vs naive full re-evaluation.
 
 Usage: python -m bench.engine_bench [--lists 1000] [--leads 100000] [--events 200000]
-       [--naive-events 2000] [--chunks 40] [--seed 7]
+       [--naive-events 2000] [--chunks 40] [--seed 7] [--backend auto|c|python]
 
 Both paths see the same events in one run, interleaved chunk by chunk so that a noisy
 machine slows both alike. (a) is LeadProcessor.on_event: merge the event into the lead's
-state, evaluate only what it touched, cascade, deltas out. (b) is the naive approach:
+state, evaluate only what it touched, cascade, deltas out; with the C module
+(rules/_native.c) unless `--backend python`. (b) is the naive approach:
 merge the event, then evaluate every list of the tenant with the reference interpreter.
 The last line holds the headline figures.
 """
@@ -23,6 +24,7 @@ import tracemalloc
 
 from bench.workload import Workload
 from rules import LeadProcessor, LeadState, definitions_from_text, evaluate_tenant
+from rules.compiler import NATIVE
 from schemas.events import to_event
 
 
@@ -61,7 +63,14 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--numeric-step-share", type=float, default=0.8,
                         help="share of numeric changes that move by 1-10 (the rest jump)")
+    parser.add_argument("--backend", choices=("auto", "c", "python"), default="auto",
+                        help="evaluate (a) with the C module or the Python functions "
+                             "(auto: C when it is built)")
     args = parser.parse_args(argv)
+    if args.backend == "c" and not NATIVE:
+        parser.error("the C module rules._native is not built (a C compiler builds it on "
+                     "install)")
+    native = {"auto": None, "c": True, "python": False}[args.backend]
 
     started = time.perf_counter()
     workload = Workload(tenants=1, lists_per_tenant=args.lists, leads=args.leads,
@@ -69,12 +78,18 @@ def main(argv=None):
     definitions = definitions_from_text(workload.definitions_json())
     tenant_id = workload.tenant_ids[0]
     tenant = definitions.tenants[tenant_id]
-    processor = LeadProcessor(definitions)
+    processor = LeadProcessor(definitions, native)
     ct = processor.compiled[tenant_id]
+    if processor.native:
+        from rules import _native
+        backend = f"C (rules._native, SHA-256 {_native.SHA256})"
+    else:
+        backend = "Python functions"
     refs = sum(1 for d in tenant.lists.values() if d.references())
     print(f"workload: {len(tenant.lists)} lists ({refs} reference other lists, "
           f"longest chain {workload.chain}), {args.leads} leads, "
-          f"built in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+          f"built in {time.perf_counter() - started:.1f}s; (a) evaluates with {backend}",
+          file=sys.stderr)
 
     # Setup, not measured: every lead gets its 40 fields and a full evaluation.
     states = {}
@@ -132,7 +147,8 @@ def main(argv=None):
     ratio = fast_rate / naive_rate
     print()
     print(f"{'path':<34} {'events':>9} {'events/s':>11} {'p50 µs':>8} {'p99 µs':>8}")
-    print(f"{'(a) incremental, compiled':<34} {len(events):>9} {fast_rate:>11,.0f} "
+    label = "(a) incremental, " + ("C" if processor.native else "Python")
+    print(f"{label:<34} {len(events):>9} {fast_rate:>11,.0f} "
           f"{p50:>8.1f} {p99:>8.1f}")
     print(f"{'(b) naive: every list, reference':<34} {naive_count:>9} "
           f"{naive_rate:>11,.0f} {'':>8} {'':>8}")

@@ -1,0 +1,133 @@
+"""The C module's boundary: whatever it is handed, an exception, never a crash.
+
+rules/compiler.py is its only caller, and the engine properties hold its results to the
+reference interpreter; these tests hold its checks: a malformed program is refused when
+the tenant is built, and malformed arguments raise at the call.
+"""
+
+from array import array
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import require_native
+
+
+@pytest.fixture(autouse=True)
+def _native_built():
+    require_native(True)
+
+
+def native():
+    from rules import _native
+    return _native
+
+
+def tenant(words, starts=(0,), consts=("f",), order=("a",), rev=(None,)):
+    return native().Tenant(array("q", words).tobytes(), list(starts), tuple(consts),
+                           tuple(order), tuple(rev))
+
+
+def empty_call(t, size=1):
+    return t.evaluate_all({}, {}, {}, set(), set(), {}, bytearray(size), 0)
+
+
+def test_a_well_formed_program_evaluates():
+    n = native()
+    t = tenant([1, n.OP_EMPTY, 3, 0])  # one slot: is_empty("f")
+    assert empty_call(t) == {"a"}
+    watch = bytearray(1)
+    assert t.evaluate_all({"f": "x"}, {}, {}, set(), set(), {}, watch, 0) == set()
+    assert watch == bytearray([0])
+
+
+@pytest.mark.parametrize("words, starts, consts", [
+    (lambda n: [1, 99, 2], (0,), ("f",)),                    # unknown op
+    (lambda n: [1, 0, 2], (0,), ("f",)),                     # op 0
+    (lambda n: [1, n.OP_EMPTY, 3, 5], (0,), ("f",)),         # constant out of range
+    (lambda n: [1, n.OP_EMPTY, 9, 0], (0,), ("f",)),         # node beyond the program
+    (lambda n: [1, n.OP_ALL, 1], (0,), ("f",)),              # shorter than its header
+    (lambda n: [0], (0,), ("f",)),                           # no slot
+    (lambda n: [2, n.OP_EMPTY, 3, 0], (0,), ("f",)),         # a second slot missing
+    (lambda n: [1, n.OP_EMPTY, 3, 0], (7,), ("f",)),         # start beyond the program
+    (lambda n: [1, n.OP_EMPTY, 3, 0], (-1,), ("f",)),
+    (lambda n: [1, n.OP_IN, 4, 0, 1], (0,), ("f", "x")),     # `in` needs a set
+    (lambda n: [1, n.OP_CONTAINS, 4, 0, 1], (0,), ("f", 3)),  # a needle is text
+    (lambda n: [1, n.OP_NOT, 5, n.OP_TRUE, 2, n.OP_TRUE, 2], (0,), ("f",)),  # not: one child
+    (lambda n: [1, n.OP_ACT, 8, 0, 7, 0, 0, 1, -1], (0,), ("f",)),  # ref out of range
+])
+def test_a_malformed_program_is_refused(words, starts, consts):
+    with pytest.raises((ValueError, OverflowError)):
+        tenant(words(native()), starts, consts)
+
+
+def test_list_references_must_stay_inside_the_tenant():
+    n = native()
+    with pytest.raises(ValueError):
+        tenant([1, n.OP_LIST, 3, 1])
+    assert empty_call(tenant([1, n.OP_NOT, 5, n.OP_LIST, 3, 0])) == {"a"}
+
+
+@settings(max_examples=1000, deadline=None)
+@given(words=st.lists(st.integers(-3, 40), max_size=24), start=st.integers(-2, 30))
+def test_random_words_never_crash(words, start):
+    """Any program either is refused or evaluates (to some value) on any small lead."""
+    try:
+        t = tenant(words, (start,), consts=("f", frozenset({"x"}), "x"))
+    except (ValueError, OverflowError):
+        return
+    for view in ({}, {"f": "x"}):
+        watch = bytearray(1)
+        try:
+            t.evaluate_all(view, {"f": 1.0}, {"f": 5}, {"x"}, {"x"}, {"x": []}, watch, 9)
+        except TypeError:
+            pass  # e.g. a string operator whose needle is a set: refused, not crashed
+        assert watch[0] <= 255
+
+
+def test_bad_arguments_raise():
+    n = native()
+    t = tenant([1, n.OP_EMPTY, 3, 0])
+    with pytest.raises(ValueError):
+        t.evaluate_all({}, {}, {}, set(), set(), {}, bytearray(2), 0)  # watch size
+    with pytest.raises(TypeError):
+        t.evaluate_all([], {}, {}, set(), set(), {}, bytearray(1), 0)
+    with pytest.raises(TypeError):
+        t.evaluate_all({}, {}, {}, [], set(), {}, bytearray(1), 0)  # tags are a set
+    with pytest.raises(OverflowError):
+        t.evaluate_all({}, {}, {}, set(), set(), {}, bytearray(1), 2 ** 70)
+    dirty = t.evaluate_dirty
+    with pytest.raises(IndexError):
+        dirty({}, {}, {}, set(), set(), {}, bytearray(1), [((5, 0),)], [], set(), 0)
+    with pytest.raises(IndexError):
+        dirty({}, {}, {}, set(), set(), {}, bytearray(1), [], [(-1,)], set(), 0)
+    with pytest.raises(TypeError):
+        dirty({}, {}, {}, set(), set(), {}, bytearray(1), [(5,)], [], set(), 0)
+    with pytest.raises(IndexError):
+        dirty({}, {}, {}, set(), set(), {}, bytearray(1), [], [], {3}, 0)
+    assert dirty({}, {}, {}, set(), set(), {}, bytearray(1), [((0, 0),)], [], set(), 0) == \
+        [("a", True, 0)]
+    with pytest.raises(RuntimeError):
+        t.next_flip({}, {}, 0)  # before set_time
+    with pytest.raises(ValueError):
+        t.set_time((("f", True, (3, 1)),), ())  # windows out of order
+    with pytest.raises(ValueError):
+        t.set_index({}, {"f": (1, 2)}, {}, {}, {}, {})  # an entry is a 4-tuple
+    with pytest.raises(TypeError):
+        n.record([("a", True, 0)], [], "t", "l", 0, "c", 0, None, tuple)
+    with pytest.raises(TypeError):
+        n.record([("a", True)], {}, "t", "l", 0, "c", 0, None, tuple)
+
+
+def test_malformed_activities_raise():
+    n = native()
+    t = tenant([1, n.OP_ACT, 8, 0, -1, 1, 10, 1, -1])  # kind "f" within 10 µs, at least 1
+    with pytest.raises(TypeError):
+        t.evaluate_all({}, {}, {}, set(), set(), {"f": [(1,)]}, bytearray(1), 5)
+    with pytest.raises(TypeError):
+        t.evaluate_all({}, {}, {}, set(), set(), {"f": ((1, "e", None),)}, bytearray(1), 5)
+    assert t.evaluate_all({}, {}, {}, set(), set(), {"f": [(1, "e", None)]},
+                          bytearray(1), 5) == {"a"}
+    assert t.evaluate_all({}, {}, {}, set(), set(), {"f": [(1, "e", None)]},
+                          bytearray(1), 11) == set()
