@@ -354,11 +354,15 @@ typedef struct {
     PyObject *index;       /* for field_candidates: the predicate indexes, see set_index */
 } TenantObject;
 
+/* Groups nest at most this deep: the compiler recurses in Python, which stops far
+ * sooner, and evaluation recurses in C, whose stack this bounds. */
+#define MAX_DEPTH 10000
+
 /* Checks one node (and its subtree) so that evaluation never reads out of bounds. */
 static int
-check_node(TenantObject *t, const int64_t *p, const int64_t *end)
+check_node(TenantObject *t, const int64_t *p, const int64_t *end, int depth)
 {
-    if (end - p < 2 || p[1] < 2 || p[1] > end - p)
+    if (end - p < 2 || p[1] < 2 || p[1] > end - p || depth > MAX_DEPTH)
         return -1;
     int64_t op = p[0], size = p[1];
     const int64_t *node_end = p + size;
@@ -370,14 +374,14 @@ check_node(TenantObject *t, const int64_t *p, const int64_t *end)
     case OP_ANY: {
         const int64_t *child = p + 2;
         while (child < node_end) {
-            if (check_node(t, child, node_end) < 0)
+            if (check_node(t, child, node_end, depth + 1) < 0)
                 return -1;
             child += child[1];
         }
         return 0;
     }
     case OP_NOT:
-        if (size < 3 || check_node(t, p + 2, node_end) < 0 || p[2 + 1] != size - 2)
+        if (size < 3 || check_node(t, p + 2, node_end, depth + 1) < 0 || p[3] != size - 2)
             return -1;
         return 0;
     case OP_TRUE:
@@ -510,7 +514,7 @@ Tenant_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         int64_t slots = p[0];
         p++;
         for (int64_t k = 0; k < slots; k++) {
-            if (p >= end || check_node(self, p, end) < 0) {
+            if (p >= end || check_node(self, p, end, 0) < 0) {
                 Py_DECREF(fast);
                 Py_DECREF(self);
                 PyErr_Format(PyExc_ValueError, "list %zd: malformed program", i);

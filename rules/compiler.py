@@ -131,11 +131,17 @@ def turned(entry, true):
 class _Codegen:
     """Turns rule trees into expressions and fills the indexes as it meets predicates."""
 
+    # groups in one generated expression: Python's parser refuses more than 200 nested
+    # parentheses, and the language nests groups to any depth, so deeper subtrees become
+    # functions of their own
+    MAX_NEST = 40
+
     def __init__(self, tenant):
         self.t = tenant
         self.consts = {}
         self._const_ids = {}
         self.code = 0  # list << 8 | slot of the conjunct being compiled
+        self.helpers = []  # sources of the functions deep subtrees became
 
     def const(self, value, prefix="_k"):
         key = (prefix, repr(value))
@@ -146,16 +152,25 @@ class _Codegen:
             self.consts[name] = value
         return name
 
-    def expr(self, node, idx, positive=True):
+    def expr(self, node, idx, positive=True, depth=0):
         """Python source of `node` for list `idx`; `positive` is False under an odd `not`."""
+        if "all" in node or "any" in node or "not" in node:
+            if depth >= self.MAX_NEST:
+                slot = len(self.helpers)
+                self.helpers.append(None)  # the name is taken before deeper ones are made
+                name = f"_g{slot}"
+                body = self.expr(node, idx, positive)
+                self.helpers[slot] = (f"def {name}(C, N, DT, T, S, W, A, now):\n"
+                                      f"    return {body}\n")
+                return f"{name}(C, N, DT, T, S, W, A, now)"
         if "all" in node or "any" in node:
             key = "all" if "all" in node else "any"
-            parts = [self.expr(child, idx, positive) for child in node[key]]
+            parts = [self.expr(child, idx, positive, depth + 1) for child in node[key]]
             if not parts:
                 return "True" if key == "all" else "False"
             return "(" + (" and " if key == "all" else " or ").join(parts) + ")"
         if "not" in node:
-            return f"(not {self.expr(node['not'], idx, not positive)})"
+            return f"(not {self.expr(node['not'], idx, not positive, depth + 1)})"
         t = self.t
         if "field" in node:
             t.own[idx] = True
@@ -368,7 +383,7 @@ class CompiledTenant:
             full.append(f"    if r == 255: M.add({lid!r})")
         full.append("    return M")
         namespace = {"_nan": NAN, "_count": count_activities, **gen.consts}
-        exec(compile("\n".join(bodies + ["\n".join(full)]),  # noqa: S102 - generated here
+        exec(compile("\n".join(gen.helpers + bodies + ["\n".join(full)]),  # noqa: S102
                      f"<lists of {self.tenant_id}>", "exec"), namespace)
         self.fns = [namespace[f"_l{i}"] for i in range(size)]
         self._full = namespace["_full"]

@@ -62,6 +62,26 @@ def test_a_malformed_program_is_refused(words, starts, consts):
         tenant(words(native()), starts, consts)
 
 
+def test_nesting_is_bounded():
+    """Evaluation recurses in C: a program nested deeper than any compiled list is
+    refused rather than allowed to exhaust the stack."""
+    n = native()
+
+    def nots(depth):
+        return [n.OP_NOT, 2 * depth + 2] + nots(depth - 1) if depth else [n.OP_TRUE, 2]
+
+    import sys
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(50_000)
+    try:
+        deep, fine = nots(20_000), nots(900)
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(ValueError):
+        tenant([1, *deep])
+    assert empty_call(tenant([1, *fine])) == {"a"}  # an even number of nots
+
+
 def test_list_references_must_stay_inside_the_tenant():
     n = native()
     with pytest.raises(ValueError):

@@ -1,9 +1,10 @@
-"""Each operator's edge cases, checked on the compiled path and the reference alike."""
+"""Each operator's edge cases, checked on the compiled paths (Python functions, and the C
+module where it is built) and the reference alike."""
 
 import pytest
 
 from rules import LeadState, Profile, evaluate_tenant, parse_definitions
-from rules.compiler import CompiledTenant
+from rules.compiler import NATIVE, CompiledTenant
 from rules.values import DAY_US, parse_timestamp
 
 NOW = parse_timestamp("2026-06-15T12:00:00Z")
@@ -16,12 +17,15 @@ def decide(rules, fields=None, tags=(), activities=(), now=NOW):
     tenant = definitions.tenants["t"]
     profile = Profile({k: v for k, v in (fields or {}).items() if v is not None},
                       frozenset(tags), frozenset(), tuple(activities))
-    ct = CompiledTenant(tenant, definitions.version)
-    state = LeadState.from_profile(profile)
-    compiled = "x" in ct.evaluate_all(ct.view_of(state), state.tag_set, state.static_set,
-                                      state.acts, now)
+    values = set()
+    for native in (False, True) if NATIVE else (False,):
+        ct = CompiledTenant(tenant, definitions.version, native)
+        state = LeadState.from_profile(profile)
+        values.add("x" in ct.evaluate_all(ct.view_of(state), state.tag_set,
+                                          state.static_set, state.acts, now))
+    assert len(values) == 1, "the C and Python paths agree"
     reference = "x" in evaluate_tenant(tenant, profile, now)
-    return compiled, reference
+    return values.pop(), reference
 
 
 def check(rules, expected, **lead):
@@ -134,6 +138,26 @@ def test_groups_nest_and_empty_groups_are_vacuous():
     check({"not": {"all": [{"any": [{"tag": "vip"}, {"field": F, "op": "eq", "value": 1}]},
                            {"not": {"tag": "churn"}}]}}, False, tags={"vip"})
     check({"tag": "VIP"}, True, tags={"vip"})
+
+
+@pytest.mark.parametrize("depth", [39, 40, 41, 120, 240])
+def test_groups_nest_deeper_than_one_python_expression_allows(depth):
+    """Python's parser refuses 200 nested parentheses; groups nest to any depth (SPEC §3),
+    so deep subtrees compile to functions of their own."""
+    node = {"field": F, "op": "eq", "value": "a"}
+    nots = 0
+    for level in range(depth):
+        if level % 3 == 0:
+            node = {"all": [node, {"field": "g", "op": "is_not_empty"}]}
+        elif level % 3 == 1:
+            node = {"any": [node, {"tag": "vip"}]}
+        else:
+            node, nots = {"not": node}, nots + 1
+    odd = nots % 2 == 1
+    check(node, not odd, fields={F: "A", "g": 1})
+    check(node, odd, fields={F: "b", "g": 1})
+    # with the tag, the last `any` holds, and only a `not` after it (levels 3k + 2) flips it
+    check(node, (depth - 1) % 3 == 1, fields={F: "b", "g": 1}, tags={"vip"})
 
 
 def test_tags_and_activity_kinds_fold_case_too():
