@@ -352,6 +352,7 @@ typedef struct {
     PyObject *dates;       /* for next_flip: ((field, has_within, (windows...)), ...) */
     PyObject *timed;       /* ((kind, ((ref, window, (lows...), (highs...)), ...)), ...) */
     PyObject *index;       /* for field_candidates: the predicate indexes, see set_index */
+    PyObject *activity;    /* for activity_candidates: see set_activity */
 } TenantObject;
 
 /* Groups nest at most this deep: the compiler recurses in Python, which stops far
@@ -455,6 +456,7 @@ Tenant_dealloc(TenantObject *self)
     Py_XDECREF(self->dates);
     Py_XDECREF(self->timed);
     Py_XDECREF(self->index);
+    Py_XDECREF(self->activity);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1016,7 +1018,7 @@ Tenant_next_flip(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
             }
             Py_ssize_t l = bisect_ints(lows, count, 1) - 1;
             if (l >= 0) {
-                int64_t low;
+                int64_t low = 0;
                 int64_item(lows, l, &low);
                 if (nth_newest(entries, ref == Py_None ? NULL : ref, (Py_ssize_t)low, &at) < 0)
                     return NULL;
@@ -1393,7 +1395,177 @@ error:
     return NULL;
 }
 
+
+/* -- activity_candidates ---------------------------------------------------------------- */
+
+/* set_activity(groups): {kind: ((ref or None, window or None, ((low, high or None, entry),
+ * ...)), ...)}, CompiledTenant.activity_groups without its sorted bounds. */
+static PyObject *
+Tenant_set_activity(TenantObject *self, PyObject *args)
+{
+    PyObject *groups, *kind, *value;
+    if (!PyArg_ParseTuple(args, "O!:set_activity", &PyDict_Type, &groups))
+        return NULL;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(groups, &pos, &kind, &value)) {
+        if (!PyTuple_Check(value))
+            goto bad;
+        for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(value); g++) {
+            PyObject *group = PyTuple_GET_ITEM(value, g);
+            int64_t number;
+            if (!PyTuple_Check(group) || PyTuple_GET_SIZE(group) != 3 ||
+                !(PyTuple_GET_ITEM(group, 0) == Py_None ||
+                  PyUnicode_Check(PyTuple_GET_ITEM(group, 0))) ||
+                !(PyTuple_GET_ITEM(group, 1) == Py_None ||
+                  (PyLong_Check(PyTuple_GET_ITEM(group, 1)) &&
+                   int64_item(group, 1, &number) == 0)) ||
+                !PyTuple_Check(PyTuple_GET_ITEM(group, 2)))
+                goto bad;
+            PyObject *atoms = PyTuple_GET_ITEM(group, 2);
+            for (Py_ssize_t a = 0; a < PyTuple_GET_SIZE(atoms); a++) {
+                PyObject *atom = PyTuple_GET_ITEM(atoms, a), *entry;
+                if (!PyTuple_Check(atom) || PyTuple_GET_SIZE(atom) != 3 ||
+                    !PyLong_Check(PyTuple_GET_ITEM(atom, 0)) ||
+                    int64_item(atom, 0, &number) < 0 ||
+                    !(PyTuple_GET_ITEM(atom, 1) == Py_None ||
+                      (PyLong_Check(PyTuple_GET_ITEM(atom, 1)) &&
+                       int64_item(atom, 1, &number) == 0)))
+                    goto bad;
+                entry = PyTuple_GET_ITEM(atom, 2);
+                if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 4)
+                    goto bad;
+            }
+        }
+    }
+    Py_INCREF(groups);
+    Py_XSETREF(self->activity, groups);
+    Py_RETURN_NONE;
+bad:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "malformed activity groups");
+    return NULL;
+}
+
+static inline int
+in_bounds(Py_ssize_t count, int64_t low, PyObject *high)
+{
+    if (count < low)
+        return 0;
+    if (high == Py_None)
+        return 1;
+    int64_t limit = 0;
+    as_time(high, &limit);  /* checked by set_activity */
+    return count <= limit;
+}
+
+/* activity_candidates(A, activities, now) -> (join, leave): the activity part of
+ * CompiledTenant.candidates; `activities` holds (kind, ref, at, event id) of the
+ * activities the event added. */
+static PyObject *
+Tenant_activity_candidates(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyDict_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "activity_candidates(A: dict, activities, now)");
+        return NULL;
+    }
+    if (self->activity == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_activity was not called");
+        return NULL;
+    }
+    int64_t now;
+    if (as_time(args[2], &now) < 0)
+        return NULL;
+    PyObject *added = PySequence_List(args[1]);
+    PyObject *join = PyList_New(0), *leave = PyList_New(0), *done = PySet_New(NULL);
+    if (added == NULL || join == NULL || leave == NULL || done == NULL)
+        goto error;
+    Py_ssize_t n = PyList_GET_SIZE(added);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *first = PyList_GET_ITEM(added, k);
+        if (!PyTuple_Check(first) || PyTuple_GET_SIZE(first) != 4) {
+            PyErr_SetString(PyExc_TypeError, "an added activity is (kind, ref, at, id)");
+            goto error;
+        }
+        PyObject *kind = PyTuple_GET_ITEM(first, 0);
+        int seen = PySet_Contains(done, kind);
+        if (seen < 0 || (!seen && PySet_Add(done, kind) < 0))
+            goto error;
+        if (seen)
+            continue;  /* each kind once, with every activity of that kind */
+        PyObject *groups = PyDict_GetItemWithError(self->activity, kind);
+        if (groups == NULL) {
+            if (PyErr_Occurred())
+                goto error;
+            continue;
+        }
+        for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(groups); g++) {
+            PyObject *group = PyTuple_GET_ITEM(groups, g);
+            PyObject *want = PyTuple_GET_ITEM(group, 0), *window_obj = PyTuple_GET_ITEM(group, 1);
+            int64_t window = 0;
+            if (window_obj != Py_None)
+                as_time(window_obj, &window);  /* checked by set_activity */
+            Py_ssize_t fresh = 0;
+            for (Py_ssize_t m = k; m < n; m++) {
+                PyObject *other = PyList_GET_ITEM(added, m);
+                int64_t at;
+                if (!PyTuple_Check(other) || PyTuple_GET_SIZE(other) != 4) {
+                    PyErr_SetString(PyExc_TypeError, "an added activity is (kind, ref, at, id)");
+                    goto error;
+                }
+                int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(other, 0), kind, Py_EQ);
+                if (same < 0)
+                    goto error;
+                if (!same)
+                    continue;
+                if (want != Py_None) {
+                    same = PyObject_RichCompareBool(want, PyTuple_GET_ITEM(other, 1), Py_EQ);
+                    if (same < 0)
+                        goto error;
+                    if (!same)
+                        continue;
+                }
+                if (window_obj != Py_None) {
+                    if (as_time(PyTuple_GET_ITEM(other, 2), &at) < 0)
+                        goto error;
+                    if (!(now < at + window))
+                        continue;
+                }
+                fresh++;
+            }
+            if (!fresh)
+                continue;
+            Py_ssize_t count = count_activities(args[0], kind, want == Py_None ? NULL : want,
+                                                window_obj != Py_None, window, now);
+            if (count < 0)
+                goto error;
+            PyObject *atoms = PyTuple_GET_ITEM(group, 2);
+            for (Py_ssize_t a = 0; a < PyTuple_GET_SIZE(atoms); a++) {
+                PyObject *atom = PyTuple_GET_ITEM(atoms, a);
+                int64_t low = 0;
+                as_time(PyTuple_GET_ITEM(atom, 0), &low);
+                int now_true = in_bounds(count, low, PyTuple_GET_ITEM(atom, 1));
+                if (in_bounds(count - fresh, low, PyTuple_GET_ITEM(atom, 1)) != now_true &&
+                    add_turned(join, leave, PyTuple_GET_ITEM(atom, 2), now_true) < 0)
+                    goto error;
+            }
+        }
+    }
+    Py_DECREF(added);
+    Py_DECREF(done);
+    return Py_BuildValue("(NN)", join, leave);
+error:
+    Py_XDECREF(added);
+    Py_XDECREF(done);
+    Py_XDECREF(join);
+    Py_XDECREF(leave);
+    return NULL;
+}
+
 static PyMethodDef Tenant_methods[] = {
+    {"set_activity", (PyCFunction)Tenant_set_activity, METH_VARARGS,
+     "set_activity(groups): the activity predicates, grouped by what they count"},
+    {"activity_candidates", (PyCFunction)(void (*)(void))Tenant_activity_candidates,
+     METH_FASTCALL, "activity_candidates(A, activities, now) -> (join, leave)"},
     {"set_index", (PyCFunction)Tenant_set_index, METH_VARARGS,
      "set_index(eq, empty, strings, num_all, thresholds, dates): the predicate indexes"},
     {"field_candidates", (PyCFunction)(void (*)(void))Tenant_field_candidates, METH_FASTCALL,

@@ -468,6 +468,9 @@ class CompiledTenant:
             {name: tuple((op == "within_last_days", window, entry)
                          for (op, window), entry in atoms)
              for name, atoms in self.date_atoms.items()})
+        native.set_activity({
+            kind: tuple((ref, window, tuple(bounds)) for ref, window, bounds, _, _ in groups)
+            for kind, groups in self.activity_groups.items()})
         return native
 
     @staticmethod
@@ -516,12 +519,24 @@ class CompiledTenant:
         return state.view
 
     def update_view(self, view, name, value):
-        """Set one field of a cached view to its new value."""
-        for table, item in zip(view, self.field_entry(name, value)):
-            if item is None:
-                table.pop(name, None)
-            else:
-                table[name] = item
+        """Set one field of a cached view to its new value; return the old (key, number,
+        date) entry."""
+        C, N, DT = view
+        old = C.get(name), N.get(name), DT.get(name)
+        key, number, date = self.field_entry(name, value)
+        if key is None:
+            C.pop(name, None)
+        else:
+            C[name] = key
+        if number is None:
+            N.pop(name, None)
+        else:
+            N[name] = number
+        if date is None:
+            DT.pop(name, None)
+        else:
+            DT[name] = date
+        return old
 
     # -- evaluation ---------------------------------------------------------------------
     def evaluate_all(self, view, tags, statics, acts, now, watch=None):
@@ -578,9 +593,17 @@ class CompiledTenant:
         C, N, DT = view
         if self.native is not None:
             join, leave = self.native.field_candidates(C, N, DT, old_fields, now)
+            if changes.activities:
+                more_join, more_leave = self.native.activity_candidates(
+                    acts, changes.activities, now)
+                join += more_join
+                leave += more_leave
+            if not (changes.tags or changes.statics):
+                return join, leave, _NO_LISTS
         else:
             join, leave = [], []
             self._field_candidates(view, old_fields, now, join, leave)
+            self._activity_candidates(acts, changes.activities, now, join, leave)
         both = set()
         for tag in changes.tags:
             entry = self.tag_index.get(tag)
@@ -592,8 +615,12 @@ class CompiledTenant:
             i = self.pos.get(lid)
             if i is not None and lid in self.static:
                 both.add(i)
+        return join, leave, both
+
+    def _activity_candidates(self, acts, activities, now, join, leave):
+        """The added activities' part of candidates(), appended to join and leave."""
         added = {}
-        for kind, ref, at, _ in changes.activities:
+        for kind, ref, at, _ in activities:
             added.setdefault(kind, []).append((ref, at))
         for kind, new in added.items():
             for want, window, atoms, _, _ in self.activity_groups.get(kind, ()):
@@ -608,7 +635,6 @@ class CompiledTenant:
                         codes, lists = turned(entry, now_true)
                         join.append(codes)
                         leave.append(lists)
-        return join, leave, both
 
     def _field_candidates(self, view, old_fields, now, join, leave):
         """The changed fields' part of candidates(), appended to join and leave."""

@@ -34,7 +34,7 @@ class LeadProcessor:
     # -- entry points -------------------------------------------------------------------
     def on_event(self, state, event):
         """Merge `event` into `state`; return (outcome, deltas)."""
-        if state.is_duplicate(event):
+        if event.event_id in state.seen:  # state.is_duplicate, inlined: once per event
             return DUPLICATE, []
         ct = self.compiled.get(event.tenant_id)
         tenant, lead = event.tenant_id, event.lead_id
@@ -55,13 +55,9 @@ class LeadProcessor:
         if not changes and existed == state.exists:
             return APPLIED, deltas
         if state.view_owner is ct:
-            # the cached view still holds the old values: read them, then update it
-            view = state.view
-            C, N, DT = view
-            old_fields = {name: (C.get(name), N.get(name), DT.get(name))
-                          for name in changes.fields}
-            for name in changes.fields:
-                ct.update_view(view, name, state.values.get(name))
+            # the cached view still holds the old values: update it, keeping them
+            view, values, update = state.view, state.values, ct.update_view
+            old_fields = {name: update(view, name, values.get(name)) for name in changes.fields}
         else:
             view = ct.view_of(state)
             old_fields = {name: ct.field_entry(name, old)

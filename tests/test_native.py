@@ -134,6 +134,17 @@ def test_bad_arguments_raise():
         t.set_time((("f", True, (3, 1)),), ())  # windows out of order
     with pytest.raises(ValueError):
         t.set_index({}, {"f": (1, 2)}, {}, {}, {}, {})  # an entry is a 4-tuple
+    with pytest.raises(RuntimeError):
+        t.activity_candidates({}, {("k", None, 1, "e")}, 5)  # before set_activity
+    with pytest.raises(ValueError):
+        t.set_activity({"k": ((None, None, ((1, None, (1, 2)),)),)})
+    with pytest.raises(ValueError):
+        t.set_activity({"k": ((None, "7", ((1, None, ((), (), (), ())),)),)})
+    t.set_activity({"k": ((None, None, ((1, None, (((0, 0),), (), (), ())),)),)})
+    with pytest.raises(TypeError):
+        t.activity_candidates({}, {("k", None)}, 5)
+    assert t.activity_candidates({"k": [(1, "e", None)]}, {("k", None, 1, "e")}, 5) == \
+        ([((0, 0),)], [()])  # the count rose from 0 to 1: `at least 1` turned true
     with pytest.raises(TypeError):
         n.record([("a", True, 0)], [], "t", "l", 0, "c", 0, None, tuple)
     with pytest.raises(TypeError):
