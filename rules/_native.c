@@ -11,6 +11,12 @@
  * [op, size, operands...], `size` counting every word of the node, children included,
  * so that a short-circuit skips a whole subtree. Operand words that name objects index
  * the tenant's constant tuple; doubles are stored as their bits.
+ *
+ * Whatever it is handed, the module raises rather than crashes: programs and tables are
+ * checked once when they are set (and cannot be set twice), tables are the caller's
+ * copies, values are read only when they have the exact types the compiler produces (so
+ * reading them runs no Python code), and the watch's size is checked again after
+ * anything that could run Python code (a regex, a collection).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -75,6 +81,10 @@ as_time(PyObject *obj, int64_t *out)
         }
     }
 #endif
+    if (!PyLong_Check(obj)) {
+        PyErr_SetString(PyExc_TypeError, "a time is an int");
+        return -1;
+    }
     int overflow = 0;
     long long value = PyLong_AsLongLongAndOverflow(obj, &overflow);
     if (overflow) {
@@ -90,14 +100,11 @@ as_time(PyObject *obj, int64_t *out)
 static int
 as_number(PyObject *obj, double *out)
 {
-    if (PyFloat_CheckExact(obj)) {
-        *out = PyFloat_AS_DOUBLE(obj);
-        return 0;
-    }
-    double value = PyFloat_AsDouble(obj);
-    if (value == -1.0 && PyErr_Occurred())
+    if (!PyFloat_Check(obj)) {
+        PyErr_SetString(PyExc_TypeError, "a number of the view is a float");
         return -1;
-    *out = value;
+    }
+    *out = PyFloat_AS_DOUBLE(obj);
     return 0;
 }
 
@@ -110,10 +117,13 @@ same_ref(PyObject *have, PyObject *ref)
         return 1;
     if (have == Py_None)
         return 0;
-    if (PyUnicode_CheckExact(have) && PyUnicode_CheckExact(ref) &&
-        PyUnicode_CHECK_INTERNED(have) && PyUnicode_CHECK_INTERNED(ref))
+    if (!PyUnicode_CheckExact(have) || !PyUnicode_CheckExact(ref)) {
+        PyErr_SetString(PyExc_TypeError, "an activity ref is text or None");
+        return -1;
+    }
+    if (PyUnicode_CHECK_INTERNED(have) && PyUnicode_CHECK_INTERNED(ref))
         return 0;
-    return PyObject_RichCompareBool(have, ref, Py_EQ);
+    return PyUnicode_Compare(have, ref) == 0 ? 1 : (PyErr_Occurred() ? -1 : 0);
 }
 
 /* How many activities of `kind` (on `ref`, unless NULL) count at `now`; -1 on error.
@@ -320,8 +330,12 @@ eval_node(const Ctx *ctx, const int64_t *p)
     case OP_TAG:
         return PySet_Contains(ctx->T, constant(ctx, p[2]));
     case OP_STATIC:
-        return PySequence_Contains(ctx->S, constant(ctx, p[2]));
+        return PySet_Contains(ctx->S, constant(ctx, p[2]));
     case OP_LIST:
+        if (p[2] >= PyByteArray_GET_SIZE(ctx->W)) {
+            PyErr_SetString(PyExc_RuntimeError, "the watch changed size during evaluation");
+            return -1;
+        }
         return (unsigned char)PyByteArray_AS_STRING(ctx->W)[p[2]] == ALL_TRUE;
     case OP_ACT: {
         PyObject *ref = p[3] < 0 ? NULL : constant(ctx, p[3]);
@@ -354,6 +368,18 @@ typedef struct {
     PyObject *index;       /* for field_candidates: the predicate indexes, see set_index */
     PyObject *activity;    /* for activity_candidates: see set_activity */
 } TenantObject;
+
+/* An index entry: (join pairs, lists, pairs, lists), four tuples (see turned()). */
+static int
+is_entry(PyObject *entry)
+{
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 4)
+        return 0;
+    for (int k = 0; k < 4; k++)
+        if (!PyTuple_Check(PyTuple_GET_ITEM(entry, k)))
+            return 0;
+    return 1;
+}
 
 /* Groups nest at most this deep: the compiler recurses in Python, which stops far
  * sooner, and evaluation recurses in C, whose stack this bounds. */
@@ -493,8 +519,10 @@ Tenant_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     memcpy(self->code, code.buf, (size_t)self->ncode * sizeof(int64_t));
     int bad = code.len % (Py_ssize_t)sizeof(int64_t) != 0 || PyTuple_GET_SIZE(rev) != self->size;
     PyBuffer_Release(&code);
-    PyObject *fast = bad ? NULL : PySequence_Fast(starts, "starts must be a sequence");
-    if (fast == NULL || PySequence_Fast_GET_SIZE(fast) != self->size) {
+    for (Py_ssize_t i = 0; !bad && i < self->size; i++)
+        bad = !is_entry(PyTuple_GET_ITEM(rev, i)) && PyTuple_GET_ITEM(rev, i) != Py_None;
+    PyObject *fast = bad ? NULL : PySequence_Tuple(starts);
+    if (fast == NULL || PyTuple_GET_SIZE(fast) != self->size) {
         Py_XDECREF(fast);
         Py_DECREF(self);
         if (!PyErr_Occurred())
@@ -503,7 +531,8 @@ Tenant_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     const int64_t *end = self->code + self->ncode;
     for (Py_ssize_t i = 0; i < self->size; i++) {
-        Py_ssize_t at = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(fast, i));
+        PyObject *item = PyTuple_GET_ITEM(fast, i);
+        Py_ssize_t at = PyLong_CheckExact(item) ? PyLong_AsSsize_t(item) : -1;
         if (at < 0 || at >= self->ncode) {
             Py_DECREF(fast);
             Py_DECREF(self);
@@ -535,6 +564,17 @@ Tenant_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
+/* -1 with an error when the watch no longer has one byte per list (something that ran
+ * Python code during the evaluation resized it). */
+static int
+watch_resized(PyObject *W, Py_ssize_t size)
+{
+    if (PyByteArray_GET_SIZE(W) == size)
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError, "the watch changed size during evaluation");
+    return -1;
+}
+
 /* A list's watch: the first false slot (at most 254), or 255; -1 on error. */
 static int
 eval_list(const TenantObject *t, const Ctx *ctx, Py_ssize_t i)
@@ -561,8 +601,8 @@ make_ctx(TenantObject *t, Ctx *ctx, PyObject *C, PyObject *N, PyObject *DT, PyOb
         PyErr_SetString(PyExc_TypeError, "the view and activities are dicts");
         return -1;
     }
-    if (!PyAnySet_Check(T)) {
-        PyErr_SetString(PyExc_TypeError, "tags are a set");
+    if (!PyAnySet_Check(T) || !PyAnySet_Check(S)) {
+        PyErr_SetString(PyExc_TypeError, "tags and static lists are sets");
         return -1;
     }
     if (!PyByteArray_Check(W) || PyByteArray_GET_SIZE(W) != t->size) {
@@ -599,7 +639,7 @@ Tenant_evaluate_all(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     for (Py_ssize_t i = 0; i < self->size; i++) {
         int watch = eval_list(self, &ctx, i);
-        if (watch < 0)
+        if (watch < 0 || watch_resized(ctx.W, self->size) < 0)
             goto error;
         PyByteArray_AS_STRING(ctx.W)[i] = (char)watch;
         if (watch == ALL_TRUE && PySet_Add(members, PyTuple_GET_ITEM(self->order, i)) < 0)
@@ -637,6 +677,10 @@ mark(Marks *m, Py_ssize_t j, Py_ssize_t d)
 static int
 list_index(PyObject *obj, Py_ssize_t size, Py_ssize_t *out)
 {
+    if (!PyLong_CheckExact(obj)) {
+        PyErr_SetString(PyExc_TypeError, "a list index is an int");
+        return -1;
+    }
     Py_ssize_t i = PyLong_AsSsize_t(obj);
     if (i == -1 && PyErr_Occurred())
         return -1;
@@ -666,6 +710,10 @@ mark_pairs(Marks *m, PyObject *W, PyObject *pairs, Py_ssize_t d)
         }
         if (list_index(PyTuple_GET_ITEM(pair, 0), m->size, &i) < 0)
             goto error;
+        if (!PyLong_CheckExact(PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError, "a slot is an int");
+            goto error;
+        }
         slot = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 1));
         if (slot == -1 && PyErr_Occurred())
             goto error;
@@ -775,7 +823,7 @@ Tenant_evaluate_dirty(TenantObject *self, PyObject *const *args, Py_ssize_t narg
         unsigned char *watch = (unsigned char *)PyByteArray_AS_STRING(W);
         int was = watch[i] == ALL_TRUE;
         int result = eval_list(self, &ctx, i);
-        if (result < 0)
+        if (result < 0 || watch_resized(W, size) < 0)
             goto error;
         watch = (unsigned char *)PyByteArray_AS_STRING(W);
         watch[i] = (unsigned char)result;
@@ -875,10 +923,14 @@ Tenant_set_time(TenantObject *self, PyObject *args)
                 goto bad;
         }
     }
+    if (self->dates != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_time is called once");
+        return NULL;
+    }
     Py_INCREF(dates);
-    Py_XSETREF(self->dates, dates);
+    self->dates = dates;
     Py_INCREF(timed);
-    Py_XSETREF(self->timed, timed);
+    self->timed = timed;
     Py_RETURN_NONE;
 bad:
     if (!PyErr_Occurred())
@@ -1054,20 +1106,19 @@ Tenant_set_index(TenantObject *self, PyObject *args)
         return NULL;
     PyObject *key, *value, *entry;
     Py_ssize_t pos = 0, inner;
-#define IS_ENTRY(e) (PyTuple_Check(e) && PyTuple_GET_SIZE(e) == 4)
     /* shapes are checked here so that field_candidates can read them unchecked */
     while (PyDict_Next(tables[IX_EQ], &pos, &key, &value)) {
         if (!PyDict_Check(value))
             goto bad;
         inner = 0;
         while (PyDict_Next(value, &inner, &key, &entry))
-            if (!IS_ENTRY(entry))
+            if (!is_entry(entry))
                 goto bad;
     }
     for (int t = IX_EMPTY; t <= IX_NUM_ALL; t += IX_NUM_ALL - IX_EMPTY) {
         pos = 0;
         while (PyDict_Next(tables[t], &pos, &key, &entry))
-            if (!IS_ENTRY(entry))
+            if (!is_entry(entry))
                 goto bad;
     }
     pos = 0;
@@ -1077,7 +1128,7 @@ Tenant_set_index(TenantObject *self, PyObject *args)
         for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(value); k++) {
             PyObject *atom = PyTuple_GET_ITEM(value, k);
             if (!PyTuple_Check(atom) || PyTuple_GET_SIZE(atom) != 3 ||
-                !IS_ENTRY(PyTuple_GET_ITEM(atom, 2)))
+                !is_entry(PyTuple_GET_ITEM(atom, 2)))
                 goto bad;
             long op = PyLong_AsLong(PyTuple_GET_ITEM(atom, 0));
             if (op < OP_CONTAINS || op > OP_MATCHES ||
@@ -1094,13 +1145,13 @@ Tenant_set_index(TenantObject *self, PyObject *args)
             if (!PyTuple_Check(run) || PyTuple_GET_SIZE(run) != 3)
                 goto bad;
             PyObject *bounds = PyTuple_GET_ITEM(run, 0);
-            if (!PyList_Check(bounds) || !PyList_Check(PyTuple_GET_ITEM(run, 1)) ||
-                !PyList_Check(PyTuple_GET_ITEM(run, 2)) ||
-                PyList_GET_SIZE(PyTuple_GET_ITEM(run, 1)) != PyList_GET_SIZE(bounds) ||
-                PyList_GET_SIZE(PyTuple_GET_ITEM(run, 2)) != PyList_GET_SIZE(bounds))
+            if (!PyTuple_Check(bounds) || !PyTuple_Check(PyTuple_GET_ITEM(run, 1)) ||
+                !PyTuple_Check(PyTuple_GET_ITEM(run, 2)) ||
+                PyTuple_GET_SIZE(PyTuple_GET_ITEM(run, 1)) != PyTuple_GET_SIZE(bounds) ||
+                PyTuple_GET_SIZE(PyTuple_GET_ITEM(run, 2)) != PyTuple_GET_SIZE(bounds))
                 goto bad;
-            for (Py_ssize_t k = 0; k < PyList_GET_SIZE(bounds); k++)
-                if (!PyFloat_CheckExact(PyList_GET_ITEM(bounds, k)))
+            for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(bounds); k++)
+                if (!PyFloat_CheckExact(PyTuple_GET_ITEM(bounds, k)))
                     goto bad;
         }
     }
@@ -1113,11 +1164,10 @@ Tenant_set_index(TenantObject *self, PyObject *args)
             int64_t window;
             if (!PyTuple_Check(atom) || PyTuple_GET_SIZE(atom) != 3 ||
                 !PyLong_Check(PyTuple_GET_ITEM(atom, 1)) || int64_item(atom, 1, &window) < 0 ||
-                !IS_ENTRY(PyTuple_GET_ITEM(atom, 2)))
+                !is_entry(PyTuple_GET_ITEM(atom, 2)))
                 goto bad;
         }
     }
-#undef IS_ENTRY
     PyObject *index = PyTuple_New(IX_SIZE);
     if (index == NULL)
         return NULL;
@@ -1125,7 +1175,12 @@ Tenant_set_index(TenantObject *self, PyObject *args)
         Py_INCREF(tables[k]);
         PyTuple_SET_ITEM(index, k, tables[k]);
     }
-    Py_XSETREF(self->index, index);
+    if (self->index != NULL) {
+        Py_DECREF(index);
+        PyErr_SetString(PyExc_RuntimeError, "set_index is called once");
+        return NULL;
+    }
+    self->index = index;
     Py_RETURN_NONE;
 bad:
     if (!PyErr_Occurred())
@@ -1180,14 +1235,14 @@ date_truth(int within, int64_t window, int has_date, int64_t date, int64_t now)
     return date + window <= now;
 }
 
-/* The first index of a list of floats whose value is > x (right) or >= x (left). */
+/* The first index of a tuple of floats whose value is > x (right) or >= x (left). */
 static Py_ssize_t
 bisect_floats(PyObject *list, double x, int right)
 {
-    Py_ssize_t lo = 0, hi = PyList_GET_SIZE(list);
+    Py_ssize_t lo = 0, hi = PyTuple_GET_SIZE(list);
     while (lo < hi) {
         Py_ssize_t mid = (lo + hi) / 2;
-        double value = PyFloat_AS_DOUBLE(PyList_GET_ITEM(list, mid));
+        double value = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(list, mid));
         if (right ? x < value : x <= value)
             hi = mid;
         else
@@ -1308,7 +1363,7 @@ field_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *C, 
             PyObject *up = PyTuple_GET_ITEM(runs, rising ? 0 : 1);
             PyObject *down = PyTuple_GET_ITEM(runs, rising ? 1 : 0);
             PyObject *bounds = PyTuple_GET_ITEM(up, 0);
-            PyObject *slice = PyList_GetSlice(PyTuple_GET_ITEM(up, 1),
+            PyObject *slice = PyTuple_GetSlice(PyTuple_GET_ITEM(up, 1),
                                               bisect_floats(bounds, low, 0),
                                               bisect_floats(bounds, high, 1));
             if (slice == NULL || PyList_Append(join, slice) < 0) {
@@ -1317,7 +1372,7 @@ field_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *C, 
             }
             Py_DECREF(slice);
             bounds = PyTuple_GET_ITEM(down, 0);
-            slice = PyList_GetSlice(PyTuple_GET_ITEM(down, 2), bisect_floats(bounds, low, 0),
+            slice = PyTuple_GetSlice(PyTuple_GET_ITEM(down, 2), bisect_floats(bounds, low, 0),
                                     bisect_floats(bounds, high, 1));
             if (slice == NULL || PyList_Append(leave, slice) < 0) {
                 Py_XDECREF(slice);
@@ -1377,17 +1432,19 @@ Tenant_field_candidates(TenantObject *self, PyObject *const *args, Py_ssize_t na
     PyObject *join = PyList_New(0), *leave = PyList_New(0), *name, *old;
     if (join == NULL || leave == NULL)
         goto error;
-    Py_ssize_t pos = 0;
-    while (PyDict_Next(args[3], &pos, &name, &old)) {
-        Py_INCREF(name);
-        Py_INCREF(old);
-        int failed = field_changed(self, join, leave, args[0], args[1], args[2], name, old,
-                                   now);
-        Py_DECREF(name);
-        Py_DECREF(old);
-        if (failed < 0)
+    PyObject *items = PyDict_Items(args[3]);  /* a copy: a regex runs in between */
+    if (items == NULL)
+        goto error;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(items); k++) {
+        PyObject *item = PyList_GET_ITEM(items, k);
+        name = PyTuple_GET_ITEM(item, 0);
+        old = PyTuple_GET_ITEM(item, 1);
+        if (field_changed(self, join, leave, args[0], args[1], args[2], name, old, now) < 0) {
+            Py_DECREF(items);
             goto error;
+        }
     }
+    Py_DECREF(items);
     return Py_BuildValue("(NN)", join, leave);
 error:
     Py_XDECREF(join);
@@ -1437,8 +1494,12 @@ Tenant_set_activity(TenantObject *self, PyObject *args)
             }
         }
     }
+    if (self->activity != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_activity is called once");
+        return NULL;
+    }
     Py_INCREF(groups);
-    Py_XSETREF(self->activity, groups);
+    self->activity = groups;
     Py_RETURN_NONE;
 bad:
     if (!PyErr_Occurred())
@@ -1820,7 +1881,8 @@ native_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *salt_text = NULL;
     if (salt != Py_None && (salt_text = PyObject_Str(salt)) == NULL)
         return NULL;
-    PyObject *fast = PySequence_Fast(found, "found is a sequence");
+    PyObject *fast = PySequence_Tuple(found);  /* a copy: rows stay alive however found
+                                                   changes */
     if (fast == NULL) {
         Py_XDECREF(salt_text);
         return NULL;

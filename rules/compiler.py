@@ -267,6 +267,15 @@ class _Codegen:
         return f"({low} <= {count} <= {high})"
 
 
+# Activity bounds as the C module holds them (int64): no lead holds 2**62 activities, so
+# a larger bound decides exactly as it would unclamped
+COUNT_MAX = 2 ** 62
+
+
+def _count_bound(bound):
+    return None if bound is None else min(bound, COUNT_MAX)
+
+
 class _WordCode:
     """Turns rule trees into the word code of rules/_native.c (see its header).
 
@@ -329,7 +338,7 @@ class _WordCode:
             return [n.OP_LIST, 3, self.pos[node["list"]]]
         kind = node["activity"].casefold()
         ref = node["ref"].casefold() if node.get("ref") else None
-        low, high = activity_bounds(node)
+        low, high = map(_count_bound, activity_bounds(node))
         window = days_to_us(node["within_days"]) if "within_days" in node else None
         return [n.OP_ACT, 8, self.const(kind), -1 if ref is None else self.const(ref),
                 int(window is not None), window or 0, low, -1 if high is None else high]
@@ -456,20 +465,28 @@ class CompiledTenant:
         native.set_time(
             tuple((name, has_within, tuple(windows))
                   for name, (has_within, windows) in self.date_windows.items()),
-            tuple((kind, tuple((ref, window, tuple(lows), tuple(highs))
+            tuple((kind, tuple((ref, window, tuple(map(_count_bound, lows)),
+                                tuple(map(_count_bound, highs)))
                                for ref, window, lows, highs in groups))
                   for kind, groups in self.timed_groups.items()))
         ops = words.field_ops
+        # the C module gets copies of the indexes (it checks them once, so nothing may
+        # change them afterwards), runs as tuples
         native.set_index(
-            self.eq_index, self.empty_index,
+            {name: dict(bucket) for name, bucket in self.eq_index.items()},
+            dict(self.empty_index),
             {name: tuple((ops[op], operand, entry) for op, operand, entry in atoms)
              for name, atoms in self.string_ops.items()},
-            self.num_all, {name: tuple(runs) for name, runs in self.thresholds.items()},
+            dict(self.num_all),
+            {name: tuple(tuple(map(tuple, run)) for run in runs)
+             for name, runs in self.thresholds.items()},
             {name: tuple((op == "within_last_days", window, entry)
                          for (op, window), entry in atoms)
              for name, atoms in self.date_atoms.items()})
         native.set_activity({
-            kind: tuple((ref, window, tuple(bounds)) for ref, window, bounds, _, _ in groups)
+            kind: tuple((ref, window, tuple((_count_bound(low), _count_bound(high), entry)
+                                            for low, high, entry in bounds))
+                        for ref, window, bounds, _, _ in groups)
             for kind, groups in self.activity_groups.items()})
         return native
 

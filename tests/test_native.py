@@ -162,3 +162,55 @@ def test_malformed_activities_raise():
                           bytearray(1), 5) == {"a"}
     assert t.evaluate_all({}, {}, {}, set(), set(), {"f": [(1, "e", None)]},
                           bytearray(1), 11) == set()
+
+
+def test_python_code_run_mid_evaluation_cannot_break_it():
+    """A callable in the program (as a regex's search is) that resizes the watch, a row
+    whose truth empties the list being recorded, a caller changing its own indexes: an
+    exception or the right answer, never a crash."""
+    n = native()
+    size = 50_000
+    watch = bytearray(size)
+
+    def shrink(text):
+        watch[:] = b"x"
+        return None
+
+    words, starts = [], []
+    for _ in range(size):
+        starts.append(len(words))
+        words += [1, n.OP_MATCHES, 4, 0, 1]
+    t = n.Tenant(array("q", words).tobytes(), starts, ("f", shrink),
+                 tuple(f"l{k}" for k in range(size)), (None,) * size)
+    with pytest.raises(RuntimeError):
+        t.evaluate_all({}, {}, {}, set(), set(), {}, watch, 0)
+
+    found = []
+
+    class Flips:
+        def __bool__(self):
+            found.clear()
+            return True
+
+    found.extend((f"list-{k}", Flips(), 0) for k in range(100))
+    members = {}
+    deltas, seq = n.record(found, members, "t", "l", 0, "c", 0, None, tuple)
+    assert seq == 100 and len(members) == 100 and deltas[99][3] == "list-99"
+
+    with pytest.raises(ValueError):
+        n.Tenant(array("q", [1, n.OP_EMPTY, 3, 0]).tobytes(), [0], ("f",), ("a",), (12345,))
+
+
+def test_the_c_module_holds_copies_of_the_indexes():
+    from rules import parse_definitions
+    from rules.compiler import CompiledTenant
+    doc = {"tenants": ["t"], "lists": [
+        {"tenant_id": "t", "list_id": "ny", "rules": {"field": "state", "op": "eq",
+                                                       "value": "NY"}}]}
+    definitions = parse_definitions(doc)
+    ct = CompiledTenant(definitions.tenants["t"], definitions.version, True)
+    ct.eq_index["state"]["ny"] = 12345  # what the C module checked is not this dict
+    assert ct.native.field_candidates({"state": "ny"}, {}, {}, {"state": (None, None, None)},
+                                      0) == ([((0, 0),)], [()])
+    with pytest.raises(RuntimeError):
+        ct.native.set_index({}, {}, {}, {}, {}, {})  # once only

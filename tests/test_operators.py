@@ -132,6 +132,16 @@ def test_activity_counts(node, activities, expected):
     check(node, expected, activities=sorted(activities, key=lambda a: (a[0], a[3])))
 
 
+def test_activity_bounds_beyond_64_bits():
+    """Validation takes any whole number; the C module holds bounds in 64 bits, clamped
+    where no count can reach."""
+    acts = [act(1)]
+    check({"activity": "email_open", "max_count": 2 ** 63}, True, activities=acts)
+    check({"activity": "email_open", "min_count": 2 ** 64}, False, activities=acts)
+    check({"activity": "email_open", "min_count": 1, "max_count": 2 ** 70, "within_days": 30},
+          True, activities=acts)
+
+
 def test_groups_nest_and_empty_groups_are_vacuous():
     check({"all": []}, True)
     check({"any": []}, False)
