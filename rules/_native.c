@@ -203,6 +203,39 @@ constant(const Ctx *ctx, int64_t index)
     return ctx->consts[index];  /* checked when the tenant was built */
 }
 
+/* A string operator's value on case-folded text; -1 on error. */
+static int
+string_check(long op, PyObject *operand, PyObject *text)
+{
+    if (op == OP_MATCHES) {
+        PyObject *match = PyObject_CallOneArg(operand, text);
+        if (match == NULL)
+            return -1;
+        int value = match != Py_None;
+        Py_DECREF(match);
+        return value;
+    }
+    if (op == OP_CONTAINS || op == OP_NOT_CONTAINS) {
+        int found = PyUnicode_Contains(text, operand);
+        if (found < 0)
+            return -1;
+        return op == OP_CONTAINS ? found : !found;
+    }
+    Py_ssize_t found = PyUnicode_Tailmatch(text, operand, 0, PY_SSIZE_T_MAX,
+                                           op == OP_STARTS ? -1 : 1);
+    return found < 0 ? -1 : (int)found;
+}
+
+/* dict.get(key, fallback), borrowed; NULL with an error set when the lookup failed. */
+static inline PyObject *
+get_or(PyObject *dict, PyObject *key, PyObject *fallback)
+{
+    PyObject *value = PyDict_GetItemWithError(dict, key);
+    if (value == NULL && !PyErr_Occurred())
+        value = fallback;
+    return value;
+}
+
 /* The value of the node at `p`: 1, 0, or -1 with an error set. */
 static int
 eval_node(const Ctx *ctx, const int64_t *p)
@@ -235,12 +268,9 @@ eval_node(const Ctx *ctx, const int64_t *p)
     case OP_IN:
     case OP_NOT_IN: {
         /* C.get(field) compared with the key; a missing field is None */
-        PyObject *value = PyDict_GetItemWithError(ctx->C, constant(ctx, p[2]));
-        if (value == NULL) {
-            if (PyErr_Occurred())
-                return -1;
-            value = Py_None;
-        }
+        PyObject *value = get_or(ctx->C, constant(ctx, p[2]), Py_None);
+        if (value == NULL)
+            return -1;
         PyObject *key = constant(ctx, p[3]);
         int found = (op == OP_EQ || op == OP_NEQ)
             ? PyObject_RichCompareBool(value, key, Py_EQ)
@@ -296,36 +326,17 @@ eval_node(const Ctx *ctx, const int64_t *p)
     case OP_ENDS:
     case OP_MATCHES: {
         /* C.get(field, ''): the case-folded text */
-        PyObject *text = PyDict_GetItemWithError(ctx->C, constant(ctx, p[2]));
-        if (text == NULL) {
-            if (PyErr_Occurred())
-                return -1;
-            text = EMPTY_STR;
-        }
-        PyObject *operand = constant(ctx, p[3]);
-        if (op == OP_MATCHES) {
-            Py_INCREF(text);
-            PyObject *match = PyObject_CallOneArg(operand, text);
-            Py_DECREF(text);
-            if (match == NULL)
-                return -1;
-            int value = match != Py_None;
-            Py_DECREF(match);
-            return value;
-        }
-        if (!PyUnicode_Check(text)) {
+        PyObject *text = get_or(ctx->C, constant(ctx, p[2]), EMPTY_STR);
+        if (text == NULL)
+            return -1;
+        if (op != OP_MATCHES && !PyUnicode_Check(text)) {
             PyErr_SetString(PyExc_TypeError, "a comparison key is text");
             return -1;
         }
-        if (op == OP_CONTAINS || op == OP_NOT_CONTAINS) {
-            int found = PyUnicode_Contains(text, operand);
-            if (found < 0)
-                return -1;
-            return op == OP_CONTAINS ? found : !found;
-        }
-        Py_ssize_t found = PyUnicode_Tailmatch(text, operand, 0, PY_SSIZE_T_MAX,
-                                               op == OP_STARTS ? -1 : 1);
-        return found < 0 ? -1 : (int)found;
+        Py_INCREF(text);  /* a regex runs Python's code */
+        int value = string_check((long)op, constant(ctx, p[3]), text);
+        Py_DECREF(text);
+        return value;
     }
     case OP_TAG:
         return PySet_Contains(ctx->T, constant(ctx, p[2]));
@@ -870,6 +881,31 @@ done:
 }
 
 
+/* -- the tables, each set once ------------------------------------------------------- */
+
+/* Keeps `value` in `*slot`, which must still be empty: a table is checked once, when it
+ * is set, and never replaced while an evaluation may be reading it. */
+static int
+keep_once(PyObject **slot, PyObject *value, const char *setter)
+{
+    if (*slot != NULL) {
+        PyErr_Format(PyExc_RuntimeError, "%s is called once", setter);
+        return -1;
+    }
+    Py_INCREF(value);
+    *slot = value;
+    return 0;
+}
+
+/* NULL with a ValueError saying what, unless a check already raised. */
+static PyObject *
+malformed(const char *what)
+{
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, what);
+    return NULL;
+}
+
 /* -- time: next_flip --------------------------------------------------------------- */
 
 static int
@@ -923,19 +959,12 @@ Tenant_set_time(TenantObject *self, PyObject *args)
                 goto bad;
         }
     }
-    if (self->dates != NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "set_time is called once");
+    if (keep_once(&self->dates, dates, "set_time") < 0 ||
+        keep_once(&self->timed, timed, "set_time") < 0)
         return NULL;
-    }
-    Py_INCREF(dates);
-    self->dates = dates;
-    Py_INCREF(timed);
-    self->timed = timed;
     Py_RETURN_NONE;
 bad:
-    if (!PyErr_Occurred())
-        PyErr_SetString(PyExc_ValueError, "malformed time tables");
-    return NULL;
+    return malformed("malformed time tables");
 }
 
 /* The time of an activity entry, checking its shape. */
@@ -966,8 +995,8 @@ bisect_ints(PyObject *tuple, int64_t x, int right)
     return lo;
 }
 
-/* The time of the n-th newest (1-based) entry on `ref` (any when NULL) among entries
- * k >= `first`, scanning back from the newest; -1 with an error set. */
+/* The time of the n-th newest (1-based) entry on `ref` (any when NULL), scanning back
+ * from the newest; -1 with an error set. */
 static int
 nth_newest(PyObject *entries, PyObject *ref, Py_ssize_t n, int64_t *at)
 {
@@ -1175,17 +1204,13 @@ Tenant_set_index(TenantObject *self, PyObject *args)
         Py_INCREF(tables[k]);
         PyTuple_SET_ITEM(index, k, tables[k]);
     }
-    if (self->index != NULL) {
-        Py_DECREF(index);
-        PyErr_SetString(PyExc_RuntimeError, "set_index is called once");
+    int kept = keep_once(&self->index, index, "set_index");
+    Py_DECREF(index);
+    if (kept < 0)
         return NULL;
-    }
-    self->index = index;
     Py_RETURN_NONE;
 bad:
-    if (!PyErr_Occurred())
-        PyErr_SetString(PyExc_ValueError, "malformed predicate index");
-    return NULL;
+    return malformed("malformed predicate index");
 }
 
 /* Appends what an index entry says may change when its predicate turns true/false. */
@@ -1199,29 +1224,6 @@ add_turned(PyObject *join, PyObject *leave, PyObject *entry, int now_true)
     if (PyList_Append(join, PyTuple_GET_ITEM(entry, now_true ? 0 : 2)) < 0)
         return -1;
     return PyList_Append(leave, PyTuple_GET_ITEM(entry, now_true ? 3 : 1));
-}
-
-/* A string operator's value on case-folded text; -1 on error. */
-static int
-string_check(long op, PyObject *operand, PyObject *text)
-{
-    if (op == OP_MATCHES) {
-        PyObject *match = PyObject_CallOneArg(operand, text);
-        if (match == NULL)
-            return -1;
-        int value = match != Py_None;
-        Py_DECREF(match);
-        return value;
-    }
-    if (op == OP_CONTAINS || op == OP_NOT_CONTAINS) {
-        int found = PyUnicode_Contains(text, operand);
-        if (found < 0)
-            return -1;
-        return op == OP_CONTAINS ? found : !found;
-    }
-    Py_ssize_t found = PyUnicode_Tailmatch(text, operand, 0, PY_SSIZE_T_MAX,
-                                           op == OP_STARTS ? -1 : 1);
-    return found < 0 ? -1 : (int)found;
 }
 
 /* A date predicate's value for a date (has_date false: not a date), as _date_truth. */
@@ -1251,15 +1253,6 @@ bisect_floats(PyObject *list, double x, int right)
     return lo;
 }
 
-static PyObject *
-get_or_none(PyObject *dict, PyObject *key)
-{
-    PyObject *value = PyDict_GetItemWithError(dict, key);
-    if (value == NULL && !PyErr_Occurred())
-        value = Py_None;
-    return value;
-}
-
 /* One changed field's candidates, as the field loop of CompiledTenant.candidates. */
 static int
 field_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *C, PyObject *N,
@@ -1272,7 +1265,7 @@ field_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *C, 
     PyObject *old_key = PyTuple_GET_ITEM(old, 0), *old_num = PyTuple_GET_ITEM(old, 1);
     PyObject *old_date = PyTuple_GET_ITEM(old, 2), *entry, *table;
     PyObject **ix = &PyTuple_GET_ITEM(self->index, 0);
-    PyObject *new_key = get_or_none(C, name);
+    PyObject *new_key = get_or(C, name, Py_None);
     if (new_key == NULL)
         return -1;
     int differ = PyObject_RichCompareBool(old_key, new_key, Py_NE);
@@ -1336,7 +1329,7 @@ field_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *C, 
         else if (PyErr_Occurred())
             return -1;
     }
-    PyObject *new_num = get_or_none(N, name);
+    PyObject *new_num = get_or(N, name, Py_None);
     if (new_num == NULL)
         return -1;
     differ = PyObject_RichCompareBool(old_num, new_num, Py_NE);
@@ -1383,7 +1376,7 @@ field_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *C, 
     }
     else if (PyErr_Occurred())
         return -1;
-    PyObject *new_date = get_or_none(DT, name);
+    PyObject *new_date = get_or(DT, name, Py_None);
     if (new_date == NULL)
         return -1;
     differ = PyObject_RichCompareBool(old_date, new_date, Py_NE);
@@ -1480,7 +1473,7 @@ Tenant_set_activity(TenantObject *self, PyObject *args)
                 goto bad;
             PyObject *atoms = PyTuple_GET_ITEM(group, 2);
             for (Py_ssize_t a = 0; a < PyTuple_GET_SIZE(atoms); a++) {
-                PyObject *atom = PyTuple_GET_ITEM(atoms, a), *entry;
+                PyObject *atom = PyTuple_GET_ITEM(atoms, a);
                 if (!PyTuple_Check(atom) || PyTuple_GET_SIZE(atom) != 3 ||
                     !PyLong_Check(PyTuple_GET_ITEM(atom, 0)) ||
                     int64_item(atom, 0, &number) < 0 ||
@@ -1488,23 +1481,16 @@ Tenant_set_activity(TenantObject *self, PyObject *args)
                       (PyLong_Check(PyTuple_GET_ITEM(atom, 1)) &&
                        int64_item(atom, 1, &number) == 0)))
                     goto bad;
-                entry = PyTuple_GET_ITEM(atom, 2);
-                if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 4)
+                if (!is_entry(PyTuple_GET_ITEM(atom, 2)))
                     goto bad;
             }
         }
     }
-    if (self->activity != NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "set_activity is called once");
+    if (keep_once(&self->activity, groups, "set_activity") < 0)
         return NULL;
-    }
-    Py_INCREF(groups);
-    self->activity = groups;
     Py_RETURN_NONE;
 bad:
-    if (!PyErr_Occurred())
-        PyErr_SetString(PyExc_ValueError, "malformed activity groups");
-    return NULL;
+    return malformed("malformed activity groups");
 }
 
 static inline int
