@@ -126,6 +126,35 @@ same_ref(PyObject *have, PyObject *ref)
     return PyUnicode_Compare(have, ref) == 0 ? 1 : (PyErr_Occurred() ? -1 : 0);
 }
 
+/* 0 when `entry` is an activity entry, a (time, id, ref) tuple; -1 with an error. */
+static int
+activity_shape(PyObject *entry)
+{
+    if (PyTuple_Check(entry) && PyTuple_GET_SIZE(entry) >= 3)
+        return 0;
+    PyErr_SetString(PyExc_TypeError, "an activity is a (time, id, ref) tuple");
+    return -1;
+}
+
+/* The time of an activity entry, checking its shape. */
+static int
+entry_time(PyObject *entry, int64_t *at)
+{
+    if (activity_shape(entry) < 0)
+        return -1;
+    return as_time(PyTuple_GET_ITEM(entry, 0), at);
+}
+
+/* Whether an activity entry is on `ref` (any entry when ref is NULL), checking its
+ * shape; -1 on error. */
+static int
+entry_on(PyObject *entry, PyObject *ref)
+{
+    if (activity_shape(entry) < 0)
+        return -1;
+    return ref == NULL ? 1 : same_ref(PyTuple_GET_ITEM(entry, 2), ref);
+}
+
 /* How many activities of `kind` (on `ref`, unless NULL) count at `now`; -1 on error.
  * Entries are (time, event id, ref) tuples in time order. Mirrors count_activities. */
 static Py_ssize_t
@@ -145,12 +174,7 @@ count_activities(PyObject *A, PyObject *kind, PyObject *ref, int has_window, int
         if (ref == NULL)
             return n;
         for (Py_ssize_t k = 0; k < n; k++) {
-            PyObject *entry = PyList_GET_ITEM(entries, k);
-            if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 3) {
-                PyErr_SetString(PyExc_TypeError, "an activity is a (time, id, ref) tuple");
-                return -1;
-            }
-            int same = same_ref(PyTuple_GET_ITEM(entry, 2), ref);
+            int same = entry_on(PyList_GET_ITEM(entries, k), ref);
             if (same < 0)
                 return -1;
             count += same;
@@ -163,13 +187,8 @@ count_activities(PyObject *A, PyObject *kind, PyObject *ref, int has_window, int
         Py_ssize_t lo = 0, hi = n;
         while (lo < hi) {
             Py_ssize_t mid = (lo + hi) / 2;
-            PyObject *entry = PyList_GET_ITEM(entries, mid);
             int64_t at;
-            if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 3) {
-                PyErr_SetString(PyExc_TypeError, "an activity is a (time, id, ref) tuple");
-                return -1;
-            }
-            if (as_time(PyTuple_GET_ITEM(entry, 0), &at) < 0)
+            if (entry_time(PyList_GET_ITEM(entries, mid), &at) < 0)
                 return -1;
             if (cutoff < at)
                 hi = mid;
@@ -181,15 +200,11 @@ count_activities(PyObject *A, PyObject *kind, PyObject *ref, int has_window, int
     for (Py_ssize_t k = n - 1; k >= 0; k--) {
         PyObject *entry = PyList_GET_ITEM(entries, k);
         int64_t at;
-        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 3) {
-            PyErr_SetString(PyExc_TypeError, "an activity is a (time, id, ref) tuple");
-            return -1;
-        }
-        if (as_time(PyTuple_GET_ITEM(entry, 0), &at) < 0)
+        if (entry_time(entry, &at) < 0)
             return -1;
         if (at <= cutoff)
             break;
-        int same = same_ref(PyTuple_GET_ITEM(entry, 2), ref);
+        int same = entry_on(entry, ref);
         if (same < 0)
             return -1;
         count += same;
@@ -967,17 +982,6 @@ bad:
     return malformed("malformed time tables");
 }
 
-/* The time of an activity entry, checking its shape. */
-static int
-entry_time(PyObject *entry, int64_t *at)
-{
-    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 3) {
-        PyErr_SetString(PyExc_TypeError, "an activity is a (time, id, ref) tuple");
-        return -1;
-    }
-    return as_time(PyTuple_GET_ITEM(entry, 0), at);
-}
-
 /* The first index of a sorted int tuple whose value is > x (right) or >= x (left). */
 static Py_ssize_t
 bisect_ints(PyObject *tuple, int64_t x, int right)
@@ -1004,7 +1008,7 @@ nth_newest(PyObject *entries, PyObject *ref, Py_ssize_t n, int64_t *at)
         PyObject *entry = PyList_GET_ITEM(entries, k);
         if (entry_time(entry, at) < 0)
             return -1;
-        int same = ref == NULL ? 1 : same_ref(PyTuple_GET_ITEM(entry, 2), ref);
+        int same = entry_on(entry, ref);
         if (same < 0)
             return -1;
         if (same && --n == 0)
@@ -1528,11 +1532,14 @@ Tenant_activity_candidates(TenantObject *self, PyObject *const *args, Py_ssize_t
         goto error;
     Py_ssize_t n = PyList_GET_SIZE(added);
     for (Py_ssize_t k = 0; k < n; k++) {
-        PyObject *first = PyList_GET_ITEM(added, k);
-        if (!PyTuple_Check(first) || PyTuple_GET_SIZE(first) != 4) {
+        PyObject *item = PyList_GET_ITEM(added, k);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 4) {
             PyErr_SetString(PyExc_TypeError, "an added activity is (kind, ref, at, id)");
             goto error;
         }
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *first = PyList_GET_ITEM(added, k);
         PyObject *kind = PyTuple_GET_ITEM(first, 0);
         int seen = PySet_Contains(done, kind);
         if (seen < 0 || (!seen && PySet_Add(done, kind) < 0))
@@ -1555,10 +1562,6 @@ Tenant_activity_candidates(TenantObject *self, PyObject *const *args, Py_ssize_t
             for (Py_ssize_t m = k; m < n; m++) {
                 PyObject *other = PyList_GET_ITEM(added, m);
                 int64_t at;
-                if (!PyTuple_Check(other) || PyTuple_GET_SIZE(other) != 4) {
-                    PyErr_SetString(PyExc_TypeError, "an added activity is (kind, ref, at, id)");
-                    goto error;
-                }
                 int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(other, 0), kind, Py_EQ);
                 if (same < 0)
                     goto error;
@@ -1867,18 +1870,18 @@ native_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *salt_text = NULL;
     if (salt != Py_None && (salt_text = PyObject_Str(salt)) == NULL)
         return NULL;
-    PyObject *fast = PySequence_Tuple(found);  /* a copy: rows stay alive however found
-                                                   changes */
-    if (fast == NULL) {
+    /* a copy: its rows stay alive whatever happens to `found` meanwhile */
+    PyObject *rows = PySequence_Tuple(found);
+    if (rows == NULL) {
         Py_XDECREF(salt_text);
         return NULL;
     }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    Py_ssize_t n = PyTuple_GET_SIZE(rows);
     PyObject *deltas = PyList_New(n);
     if (deltas == NULL)
         goto error;
     for (Py_ssize_t k = 0; k < n; k++) {
-        PyObject *row = PySequence_Fast_GET_ITEM(fast, k);
+        PyObject *row = PyTuple_GET_ITEM(rows, k);
         if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 3) {
             PyErr_SetString(PyExc_TypeError, "a change is (list id, added, depth)");
             goto error;
@@ -1916,12 +1919,12 @@ native_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         PyList_SET_ITEM(deltas, k, delta);
     }
-    Py_DECREF(fast);
+    Py_DECREF(rows);
     Py_XDECREF(salt_text);
     PyObject *result = Py_BuildValue("(Nn)", deltas, seq);
     return result;
 error:
-    Py_DECREF(fast);
+    Py_DECREF(rows);
     Py_XDECREF(salt_text);
     Py_XDECREF(deltas);
     return NULL;
