@@ -5,8 +5,10 @@ of the event that set it, and the larger version wins (SPEC section 2). A deleti
 tombstone version: everything older is dropped and no older event applies again, while
 newer data survives, so the final profile is the same for any order and any duplicates.
 
-Field names, tags, activity kinds and refs are interned as they are stored: the compiled
-lists hold interned names too, so the C evaluation loop finds them by identity.
+Field names, tags, activity kinds and refs are interned as events store them: the
+compiled lists hold interned names too, so the C evaluation loop finds them by identity.
+A state loaded from storage keeps its names as loaded (equal, found by comparison):
+interning them on every load would cost more than it saves.
 """
 
 from __future__ import annotations
@@ -100,7 +102,6 @@ class LeadState:
             state.acts.setdefault(kind, []).append((ts, eid, ref))
         for entries in state.acts.values():
             entries.sort(key=lambda e: e[:2])
-        state._intern_names()
         state._reset_derived()
         return state
 
@@ -122,17 +123,7 @@ class LeadState:
         self.defs_changes = 0  # states pickled before it existed
         for name, value in zip(self._STORED, data):
             setattr(self, name, value)
-        self._intern_names()
         self._reset_derived()
-
-    def _intern_names(self):
-        """Intern the names a loaded state holds (see the module's docstring)."""
-        self.values = {intern(k): v for k, v in self.values.items()}
-        self.versions = {intern(k): v for k, v in self.versions.items()}
-        self.tags = {intern(k): v for k, v in self.tags.items()}
-        self.acts = {intern(kind): [(ts, eid, intern(ref) if ref else ref)
-                                    for ts, eid, ref in entries]
-                     for kind, entries in self.acts.items()}
 
     def to_dict(self):
         """A JSON-ready form of the whole state (versions included), to resume from."""
@@ -179,7 +170,6 @@ class LeadState:
         state.defs_changes = data.get("defs_changes", 0)
         watch = data.get("watch")
         state.watch = bytearray.fromhex(watch) if watch else None
-        state._intern_names()
         state._reset_derived()
         return state
 

@@ -34,7 +34,7 @@ class LeadProcessor:
     # -- entry points -------------------------------------------------------------------
     def on_event(self, state, event):
         """Merge `event` into `state`; return (outcome, deltas)."""
-        if event.event_id in state.seen:  # state.is_duplicate, inlined: once per event
+        if state.is_duplicate(event):
             return DUPLICATE, []
         ct = self.compiled.get(event.tenant_id)
         tenant, lead = event.tenant_id, event.lead_id
