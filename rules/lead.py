@@ -14,16 +14,17 @@ interning them on every load would cost more than it saves.
 from __future__ import annotations
 
 from bisect import insort
+from itertools import islice
 from sys import intern
 from typing import NamedTuple
 
 from schemas.records import ChangeEvent
 
-# Seen event ids are kept to recognise re-deliveries; a duplicate that is no longer
-# recognised is still harmless (versions make re-applying a no-op, activities are
-# de-duplicated by id), so the bound only affects the duplicate count.
+# Seen event ids are kept to recognise re-deliveries: the last SEEN_MAX ids the lead
+# received. A duplicate that is no longer recognised is still harmless (versions make
+# re-applying a no-op, activities are de-duplicated by id), so the bound only affects the
+# duplicate count.
 SEEN_MAX = 256
-SEEN_HORIZON_US = 7 * 86_400 * 1_000_000
 
 
 def activity_order(activity):
@@ -281,11 +282,9 @@ class LeadState:
         seen = self.seen
         seen[event.event_id] = event.occurred_at
         if len(seen) > SEEN_MAX:
-            # prune to three quarters, so that a busy lead sorts once every 64 events
-            newest = max(seen.values())
-            horizon = newest - SEEN_HORIZON_US
-            kept = sorted((ts, eid) for eid, ts in seen.items() if ts > horizon)
-            self.seen = {eid: ts for ts, eid in kept[-(SEEN_MAX * 3 // 4):]}
+            # the dict is in arrival order: keep the newest three quarters, so that a busy
+            # lead prunes once every 64 events
+            self.seen = dict(islice(seen.items(), len(seen) - SEEN_MAX * 3 // 4, None))
 
     # -- activity history -------------------------------------------------------------
     def _compact_kind(self, kind, policy):

@@ -193,3 +193,24 @@ def test_a_state_stored_lower_cased_folds_on_loading():
     state = LeadState.from_dict(stored)
     assert state.tags == {"strasse": (True, 5, "e1")}  # the newer of the two
     assert state.acts == {"e-mail_öffnen": [(1, "a1", "kampagne-ss")]}
+
+
+def test_a_lead_remembers_the_ids_it_received_last():
+    """Re-deliveries are recognised among the last 192-256 ids a lead received, in
+    arrival order (not event time): the newest are always remembered."""
+    from rules import LeadProcessor
+    from rules.lead import SEEN_MAX
+    from schemas.records import ChangeEvent
+    defs = parse_definitions({"tenants": ["t"], "lists": [
+        {"tenant_id": "t", "list_id": "x", "rules": {"field": "a", "op": "eq", "value": 1}}]})
+    processor = LeadProcessor(defs)
+    state = LeadState()
+    # arrival order is not time order: ids received later carry earlier times
+    events = [ChangeEvent(f"e{n}", "t", "L", "lead_upserted", 10_000 - n, fields={"a": n})
+              for n in range(SEEN_MAX + 1)]
+    for event in events:
+        assert processor.on_event(state, event)[0] == "applied"
+    assert len(state.seen) == SEEN_MAX * 3 // 4
+    assert list(state.seen) == [e.event_id for e in events[-(SEEN_MAX * 3 // 4):]]
+    assert processor.on_event(state, events[-1])[0] == "duplicate"
+    assert processor.on_event(state, events[0])[0] == "applied"  # forgotten, harmless
