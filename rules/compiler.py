@@ -249,8 +249,9 @@ class _Codegen:
     def activity_expr(self, node, idx, positive):
         t = self.t
         t.own[idx] = True
-        kind = node["activity"].casefold()
-        ref = node["ref"].casefold() if node.get("ref") else None
+        # interned, as the lead state's are: the C module compares refs by identity first
+        kind = sys.intern(node["activity"].casefold())
+        ref = sys.intern(node["ref"].casefold()) if node.get("ref") else None
         low, high = activity_bounds(node)
         window = days_to_us(node["within_days"]) if "within_days" in node else None
         _mark(t.activity_atoms.setdefault(kind, {}), (ref, window, low, high), self.code,
@@ -467,7 +468,9 @@ class CompiledTenant:
                   for name, (has_within, windows) in self.date_windows.items()),
             tuple((kind, tuple((ref, window, tuple(map(_count_bound, lows)),
                                 tuple(map(_count_bound, highs)))
-                               for ref, window, lows, highs in groups))
+                               # by ref: next_flip filters a kind's entries once per ref
+                               for ref, window, lows, highs in sorted(
+                                   groups, key=lambda g: (g[0] is not None, g[0] or ""))))
                   for kind, groups in self.timed_groups.items()))
         ops = words.field_ops
         # the C module gets copies of the indexes (it checks them once, so nothing may
