@@ -218,18 +218,58 @@ constant(const Ctx *ctx, int64_t index)
     return ctx->consts[index];  /* checked when the tenant was built */
 }
 
+/* Regex results, remembered: the same texts (titles, domains) come back across leads and
+ * evaluations, and a search is the costliest predicate. Direct-mapped on (search, text),
+ * holding references to both, so that a hit can never be a reused address. */
+#define MEMO_SIZE 4096
+typedef struct {
+    PyObject *search, *text;
+    int value;
+} Memo;
+static Memo memo[MEMO_SIZE];
+
+/* Whether search(text) finds a match; -1 on error. */
+static int
+regex_search(PyObject *search, PyObject *text)
+{
+    Memo *m = NULL;
+    if (PyUnicode_CheckExact(text)) {
+        Py_hash_t hash = PyObject_Hash(text);  /* an exact str: cached, runs no code */
+        if (hash == -1)
+            return -1;
+        size_t slot = ((size_t)hash ^ ((size_t)search >> 4) * (size_t)0x9E3779B97F4A7C15ull)
+            & (MEMO_SIZE - 1);
+        m = &memo[slot];
+        if (m->search == search && (m->text == text ||
+                (PyUnicode_GET_LENGTH(m->text) == PyUnicode_GET_LENGTH(text) &&
+                 PyUnicode_Compare(m->text, text) == 0)))
+            return m->value;
+    }
+    PyObject *match = PyObject_CallOneArg(search, text);
+    if (match == NULL)
+        return -1;
+    int value = match != Py_None;
+    Py_DECREF(match);
+    if (m != NULL) {
+        /* the search may have run code that filled this slot: read it again */
+        PyObject *old_search = m->search, *old_text = m->text;
+        Py_INCREF(search);
+        Py_INCREF(text);
+        m->search = search;
+        m->text = text;
+        m->value = value;
+        Py_XDECREF(old_search);
+        Py_XDECREF(old_text);
+    }
+    return value;
+}
+
 /* A string operator's value on case-folded text; -1 on error. */
 static int
 string_check(long op, PyObject *operand, PyObject *text)
 {
-    if (op == OP_MATCHES) {
-        PyObject *match = PyObject_CallOneArg(operand, text);
-        if (match == NULL)
-            return -1;
-        int value = match != Py_None;
-        Py_DECREF(match);
-        return value;
-    }
+    if (op == OP_MATCHES)
+        return regex_search(operand, text);
     if (op == OP_CONTAINS || op == OP_NOT_CONTAINS) {
         int found = PyUnicode_Contains(text, operand);
         if (found < 0)
@@ -395,14 +435,27 @@ typedef struct {
     PyObject *activity;    /* for activity_candidates: see set_activity */
 } TenantObject;
 
-/* An index entry: (join pairs, lists, pairs, lists), four tuples (see turned()). */
+/* A run of an index entry: (list, slot) pairs or list indexes, either a tuple of them
+ * or, as the compiler hands them, packed in bytes as native int32 (a pair is two). Its
+ * length, or -1 when it is neither. */
+static Py_ssize_t
+run_length(PyObject *run, int pairs)
+{
+    if (PyBytes_CheckExact(run)) {
+        Py_ssize_t width = pairs ? 8 : 4;
+        return PyBytes_GET_SIZE(run) % width ? -1 : PyBytes_GET_SIZE(run) / width;
+    }
+    return PyTuple_Check(run) ? PyTuple_GET_SIZE(run) : -1;
+}
+
+/* An index entry: (join pairs, lists, pairs, lists), four runs (see turned()). */
 static int
 is_entry(PyObject *entry)
 {
     if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 4)
         return 0;
     for (int k = 0; k < 4; k++)
-        if (!PyTuple_Check(PyTuple_GET_ITEM(entry, k)))
+        if (run_length(PyTuple_GET_ITEM(entry, k), k % 2 == 0) < 0)
             return 0;
     return 1;
 }
@@ -722,6 +775,26 @@ list_index(PyObject *obj, Py_ssize_t size, Py_ssize_t *out)
 static int
 mark_pairs(Marks *m, PyObject *W, PyObject *pairs, Py_ssize_t d)
 {
+    if (PyBytes_CheckExact(pairs)) {
+        const unsigned char *watch = (const unsigned char *)PyByteArray_AS_STRING(W);
+        const char *at = PyBytes_AS_STRING(pairs);
+        Py_ssize_t n = run_length(pairs, 1);
+        if (n < 0) {
+            PyErr_SetString(PyExc_TypeError, "packed join codes are pairs of int32");
+            return -1;
+        }
+        for (Py_ssize_t k = 0; k < n; k++, at += 8) {
+            int32_t pair[2];
+            memcpy(pair, at, sizeof pair);
+            if (pair[0] < 0 || pair[0] >= m->size) {
+                PyErr_Format(PyExc_IndexError, "list index %d out of range", (int)pair[0]);
+                return -1;
+            }
+            if (watch[pair[0]] == pair[1])
+                mark(m, pair[0], d);
+        }
+        return 0;
+    }
     PyObject *fast = PySequence_Fast(pairs, "join codes are a sequence");
     if (fast == NULL)
         return -1;
@@ -757,6 +830,26 @@ error:
 static int
 mark_members(Marks *m, PyObject *W, PyObject *lists, Py_ssize_t d)
 {
+    if (PyBytes_CheckExact(lists)) {
+        const unsigned char *watch = (const unsigned char *)PyByteArray_AS_STRING(W);
+        const char *at = PyBytes_AS_STRING(lists);
+        Py_ssize_t n = run_length(lists, 0);
+        if (n < 0) {
+            PyErr_SetString(PyExc_TypeError, "packed lists are int32");
+            return -1;
+        }
+        for (Py_ssize_t k = 0; k < n; k++, at += 4) {
+            int32_t i;
+            memcpy(&i, at, sizeof i);
+            if (i < 0 || i >= m->size) {
+                PyErr_Format(PyExc_IndexError, "list index %d out of range", (int)i);
+                return -1;
+            }
+            if (watch[i] == ALL_TRUE)
+                mark(m, i, d);
+        }
+        return 0;
+    }
     PyObject *fast = PySequence_Fast(lists, "leave lists are a sequence");
     if (fast == NULL)
         return -1;
@@ -946,6 +1039,15 @@ check_sorted_ints(PyObject *obj)
     return 0;
 }
 
+/* Whether a sorted int tuple starts below `least` (lows count from 1, highs from 0). */
+static int
+first_below(PyObject *tuple, int64_t least)
+{
+    int64_t value;
+    return PyTuple_GET_SIZE(tuple) > 0 && int64_item(tuple, 0, &value) == 0 &&
+        value < least;
+}
+
 /* set_time(dates, timed): the tables next_flip reads (see CompiledTenant.next_flip) */
 static PyObject *
 Tenant_set_time(TenantObject *self, PyObject *args)
@@ -970,7 +1072,9 @@ Tenant_set_time(TenantObject *self, PyObject *args)
             if (!PyTuple_Check(group) || PyTuple_GET_SIZE(group) != 4 ||
                 !PyLong_Check(PyTuple_GET_ITEM(group, 1)) || int64_item(group, 1, &window) < 0 ||
                 check_sorted_ints(PyTuple_GET_ITEM(group, 2)) < 0 ||
-                check_sorted_ints(PyTuple_GET_ITEM(group, 3)) < 0)
+                check_sorted_ints(PyTuple_GET_ITEM(group, 3)) < 0 ||
+                first_below(PyTuple_GET_ITEM(group, 2), 1) ||
+                first_below(PyTuple_GET_ITEM(group, 3), 0))
                 goto bad;
         }
     }
@@ -999,23 +1103,62 @@ bisect_ints(PyObject *tuple, int64_t x, int right)
     return lo;
 }
 
-/* The time of the n-th newest (1-based) entry on `ref` (any when NULL), scanning back
- * from the newest; -1 with an error set. */
-static int
-nth_newest(PyObject *entries, PyObject *ref, Py_ssize_t n, int64_t *at)
+/* One kind's activities for next_flip, read once: times[] and refs[] newest first, and
+ * for the group being looked at, the times of the entries on its ref (`on`, newest
+ * first). The refs are borrowed: nothing runs Python code while they are held. */
+typedef struct {
+    Py_ssize_t n, non;
+    int64_t *times, *on;
+    PyObject **refs;
+    int64_t small[3 * 32];
+} KindTimes;
+
+static void
+kind_times_free(KindTimes *k)
 {
-    for (Py_ssize_t k = PyList_GET_SIZE(entries) - 1; k >= 0; k--) {
-        PyObject *entry = PyList_GET_ITEM(entries, k);
-        if (entry_time(entry, at) < 0)
+    if (k->times != k->small)
+        PyMem_Free(k->times);
+}
+
+/* Read `entries` (a list of activity entries in time order); -1 with an error set. */
+static int
+kind_times_read(KindTimes *k, PyObject *entries)
+{
+    Py_ssize_t n = PyList_GET_SIZE(entries);
+    k->n = k->non = 0;
+    k->times = k->small;
+    if (n > 32) {
+        k->times = PyMem_Malloc((size_t)n * 3 * sizeof(int64_t));
+        if (k->times == NULL) {
+            PyErr_NoMemory();
             return -1;
-        int same = entry_on(entry, ref);
+        }
+    }
+    k->on = k->times + (n > 32 ? n : 32);
+    k->refs = (PyObject **)(k->on + (n > 32 ? n : 32));
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *entry = PyList_GET_ITEM(entries, n - 1 - j);
+        if (entry_time(entry, &k->times[j]) < 0)
+            return -1;
+        k->refs[j] = PyTuple_GET_ITEM(entry, 2);
+    }
+    k->n = n;
+    return 0;
+}
+
+/* Keep in `on` the times of the entries on `ref` (every entry when NULL). */
+static int
+kind_times_on(KindTimes *k, PyObject *ref)
+{
+    k->non = 0;
+    for (Py_ssize_t j = 0; j < k->n; j++) {
+        int same = ref == NULL ? 1 : same_ref(k->refs[j], ref);
         if (same < 0)
             return -1;
-        if (same && --n == 0)
-            return 0;
+        if (same)
+            k->on[k->non++] = k->times[j];
     }
-    PyErr_SetString(PyExc_SystemError, "next_flip: fewer activities than counted");
-    return -1;
+    return 0;
 }
 
 /* next_flip(DT, A, now) -> int or None, as CompiledTenant.next_flip */
@@ -1075,18 +1218,32 @@ Tenant_next_flip(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         if (PyList_GET_SIZE(entries) == 0)
             continue;
-        PyObject *groups = PyTuple_GET_ITEM(t, 1);
+        /* the kind's entries are read once; each group then counts on its ref's times */
+        KindTimes kt;
+        if (kind_times_read(&kt, entries) < 0) {
+            kind_times_free(&kt);
+            return NULL;
+        }
+        PyObject *groups = PyTuple_GET_ITEM(t, 1), *last = NULL;
         for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(groups); g++) {
             PyObject *group = PyTuple_GET_ITEM(groups, g);
             PyObject *ref = PyTuple_GET_ITEM(group, 0);
             PyObject *lows = PyTuple_GET_ITEM(group, 2), *highs = PyTuple_GET_ITEM(group, 3);
-            int64_t window, at;
+            if (ref == Py_None)
+                ref = NULL;
+            if (g == 0 || ref != last) {
+                if (kind_times_on(&kt, ref) < 0) {
+                    kind_times_free(&kt);
+                    return NULL;
+                }
+                last = ref;
+            }
+            int64_t window;
             int64_item(group, 1, &window);
             /* the activities on ref inside the window: the newest `count` of them */
-            Py_ssize_t count = count_activities(A, PyTuple_GET_ITEM(t, 0),
-                                                ref == Py_None ? NULL : ref, 1, window, now);
-            if (count < 0)
-                return NULL;
+            Py_ssize_t count = 0;
+            while (count < kt.non && kt.on[count] > now - window)
+                count++;
             if (!count)
                 continue;
             /* the count falls to each bound below it in turn: leaving `high` (from above)
@@ -1096,20 +1253,16 @@ Tenant_next_flip(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
             if (h >= 0) {
                 int64_t high;
                 int64_item(highs, h, &high);
-                if (nth_newest(entries, ref == Py_None ? NULL : ref, (Py_ssize_t)high + 1,
-                               &at) < 0)
-                    return NULL;
-                OFFER(at + window);
+                OFFER(kt.on[high] + window);  /* high < count */
             }
             Py_ssize_t l = bisect_ints(lows, count, 1) - 1;
             if (l >= 0) {
                 int64_t low = 0;
                 int64_item(lows, l, &low);
-                if (nth_newest(entries, ref == Py_None ? NULL : ref, (Py_ssize_t)low, &at) < 0)
-                    return NULL;
-                OFFER(at + window);
+                OFFER(kt.on[low - 1] + window);  /* 1 <= low <= count */
             }
         }
+        kind_times_free(&kt);
     }
 #undef OFFER
     if (!found)
@@ -1178,10 +1331,9 @@ Tenant_set_index(TenantObject *self, PyObject *args)
             if (!PyTuple_Check(run) || PyTuple_GET_SIZE(run) != 3)
                 goto bad;
             PyObject *bounds = PyTuple_GET_ITEM(run, 0);
-            if (!PyTuple_Check(bounds) || !PyTuple_Check(PyTuple_GET_ITEM(run, 1)) ||
-                !PyTuple_Check(PyTuple_GET_ITEM(run, 2)) ||
-                PyTuple_GET_SIZE(PyTuple_GET_ITEM(run, 1)) != PyTuple_GET_SIZE(bounds) ||
-                PyTuple_GET_SIZE(PyTuple_GET_ITEM(run, 2)) != PyTuple_GET_SIZE(bounds))
+            if (!PyTuple_Check(bounds) ||
+                run_length(PyTuple_GET_ITEM(run, 1), 1) != PyTuple_GET_SIZE(bounds) ||
+                run_length(PyTuple_GET_ITEM(run, 2), 0) != PyTuple_GET_SIZE(bounds))
                 goto bad;
             for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(bounds); k++)
                 if (!PyFloat_CheckExact(PyTuple_GET_ITEM(bounds, k)))
@@ -1215,6 +1367,32 @@ Tenant_set_index(TenantObject *self, PyObject *args)
     Py_RETURN_NONE;
 bad:
     return malformed("malformed predicate index");
+}
+
+/* run[lo:hi] of a threshold run (checked by set_index), a new reference. */
+static PyObject *
+run_slice(PyObject *run, Py_ssize_t lo, Py_ssize_t hi, int pairs)
+{
+    if (PyBytes_CheckExact(run)) {
+        Py_ssize_t width = pairs ? 8 : 4;
+        return PyBytes_FromStringAndSize(PyBytes_AS_STRING(run) + lo * width,
+                                         (hi - lo) * width);
+    }
+    return PyTuple_GetSlice(run, lo, hi);
+}
+
+/* Appends run[lo:hi] of a threshold run to `out`, unless it is empty. */
+static int
+append_slice(PyObject *out, PyObject *run, Py_ssize_t lo, Py_ssize_t hi, int pairs)
+{
+    if (lo >= hi)
+        return 0;
+    PyObject *slice = run_slice(run, lo, hi, pairs);
+    if (slice == NULL)
+        return -1;
+    int failed = PyList_Append(out, slice);
+    Py_DECREF(slice);
+    return failed;
 }
 
 /* Appends what an index entry says may change when its predicate turns true/false. */
@@ -1360,22 +1538,13 @@ field_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *C, 
             PyObject *up = PyTuple_GET_ITEM(runs, rising ? 0 : 1);
             PyObject *down = PyTuple_GET_ITEM(runs, rising ? 1 : 0);
             PyObject *bounds = PyTuple_GET_ITEM(up, 0);
-            PyObject *slice = PyTuple_GetSlice(PyTuple_GET_ITEM(up, 1),
-                                              bisect_floats(bounds, low, 0),
-                                              bisect_floats(bounds, high, 1));
-            if (slice == NULL || PyList_Append(join, slice) < 0) {
-                Py_XDECREF(slice);
+            if (append_slice(join, PyTuple_GET_ITEM(up, 1), bisect_floats(bounds, low, 0),
+                             bisect_floats(bounds, high, 1), 1) < 0)
                 return -1;
-            }
-            Py_DECREF(slice);
             bounds = PyTuple_GET_ITEM(down, 0);
-            slice = PyTuple_GetSlice(PyTuple_GET_ITEM(down, 2), bisect_floats(bounds, low, 0),
-                                    bisect_floats(bounds, high, 1));
-            if (slice == NULL || PyList_Append(leave, slice) < 0) {
-                Py_XDECREF(slice);
+            if (append_slice(leave, PyTuple_GET_ITEM(down, 2), bisect_floats(bounds, low, 0),
+                             bisect_floats(bounds, high, 1), 0) < 0)
                 return -1;
-            }
-            Py_DECREF(slice);
         }
     }
     else if (PyErr_Occurred())

@@ -122,6 +122,18 @@ def _frozen(entry):
             tuple(sorted(leave_lists)))
 
 
+def _packed(entry):
+    """An index entry as the C module reads it fastest: each run's ints packed as int32
+    (the (list, slot) pairs flattened)."""
+    join, join_lists, leave, leave_lists = entry
+    return (_int32([word for pair in join for word in pair]), _int32(join_lists),
+            _int32([word for pair in leave for word in pair]), _int32(leave_lists))
+
+
+def _int32(values):
+    return array("i", values).tobytes()
+
+
 def turned(entry, true):
     """((list, slot) pairs that may join, lists that may leave) when the predicate turns
     true/false."""
@@ -460,7 +472,7 @@ class CompiledTenant:
         for lid in self.order:
             starts.append(len(code))
             code.extend(words.program(tenant.lists[lid]))
-        rev = tuple(self.rev.get(i) for i in range(self.size))
+        rev = tuple(_packed(self.rev[i]) if i in self.rev else None for i in range(self.size))
         native = _native.Tenant(code.tobytes(), starts, tuple(words.consts),
                                 tuple(self.order), rev)
         native.set_time(
@@ -474,20 +486,23 @@ class CompiledTenant:
                   for kind, groups in self.timed_groups.items()))
         ops = words.field_ops
         # the C module gets copies of the indexes (it checks them once, so nothing may
-        # change them afterwards), runs as tuples
+        # change them afterwards), entries packed
         native.set_index(
-            {name: dict(bucket) for name, bucket in self.eq_index.items()},
-            dict(self.empty_index),
-            {name: tuple((ops[op], operand, entry) for op, operand, entry in atoms)
+            {name: {key: _packed(entry) for key, entry in bucket.items()}
+             for name, bucket in self.eq_index.items()},
+            {name: _packed(entry) for name, entry in self.empty_index.items()},
+            {name: tuple((ops[op], operand, _packed(entry)) for op, operand, entry in atoms)
              for name, atoms in self.string_ops.items()},
-            dict(self.num_all),
-            {name: tuple(tuple(map(tuple, run)) for run in runs)
+            {name: _packed(entry) for name, entry in self.num_all.items()},
+            {name: tuple((tuple(bounds), _int32([w for pair in codes for w in pair]),
+                          _int32(lists)) for bounds, codes, lists in runs)
              for name, runs in self.thresholds.items()},
-            {name: tuple((op == "within_last_days", window, entry)
+            {name: tuple((op == "within_last_days", window, _packed(entry))
                          for (op, window), entry in atoms)
              for name, atoms in self.date_atoms.items()})
         native.set_activity({
-            kind: tuple((ref, window, tuple((_count_bound(low), _count_bound(high), entry)
+            kind: tuple((ref, window, tuple((_count_bound(low), _count_bound(high),
+                                             _packed(entry))
                                             for low, high, entry in bounds))
                         for ref, window, bounds, _, _ in groups)
             for kind, groups in self.activity_groups.items()})

@@ -126,6 +126,23 @@ def test_bad_arguments_raise():
         dirty({}, {}, {}, set(), set(), {}, bytearray(1), [(5,)], [], set(), 0)
     with pytest.raises(IndexError):
         dirty({}, {}, {}, set(), set(), {}, bytearray(1), [], [], {3}, 0)
+    packed = lambda *ints: array("i", ints).tobytes()  # noqa: E731 - runs as packed
+    with pytest.raises(IndexError):
+        dirty({}, {}, {}, set(), set(), {}, bytearray(1), [packed(1, 0)], [], set(), 0)
+    with pytest.raises(IndexError):
+        dirty({}, {}, {}, set(), set(), {}, bytearray(1), [], [packed(-1)], set(), 0)
+    with pytest.raises(TypeError):
+        dirty({}, {}, {}, set(), set(), {}, bytearray(1), [packed(0)], [], set(), 0)
+    with pytest.raises(TypeError):
+        dirty({}, {}, {}, set(), set(), {}, bytearray(1), [], [b"\0\0"], set(), 0)
+    assert dirty({}, {}, {}, set(), set(), {}, bytearray(1), [packed(0, 1)], [], set(),
+                 0) == []  # the watch is 0, not slot 1
+    assert dirty({}, {}, {}, set(), set(), {}, bytearray(1), [packed(0, 0)], [], set(),
+                 0) == [("a", True, 0)]
+    assert dirty({"f": "x"}, {}, {}, set(), set(), {}, bytearray(b"\xff"), [], [packed(0)],
+                 set(), 0) == [("a", False, 0)]
+    with pytest.raises(ValueError):
+        t.set_index({}, {"f": (b"\0", b"", b"", b"")}, {}, {}, {}, {})  # half a pair
     assert dirty({}, {}, {}, set(), set(), {}, bytearray(1), [((0, 0),)], [], set(), 0) == \
         [("a", True, 0)]
     with pytest.raises(RuntimeError):
@@ -210,7 +227,32 @@ def test_the_c_module_holds_copies_of_the_indexes():
     definitions = parse_definitions(doc)
     ct = CompiledTenant(definitions.tenants["t"], definitions.version, True)
     ct.eq_index["state"]["ny"] = 12345  # what the C module checked is not this dict
+    pair = array("i", [0, 0]).tobytes()  # the entry as the compiler packs it
     assert ct.native.field_candidates({"state": "ny"}, {}, {}, {"state": (None, None, None)},
-                                      0) == ([((0, 0),)], [()])
+                                      0) == ([pair], [b""])
     with pytest.raises(RuntimeError):
         ct.native.set_index({}, {}, {}, {}, {}, {})  # once only
+
+
+def test_regex_results_are_remembered_by_text_not_by_slot():
+    """The module remembers regex results in a fixed-size table: more texts than it
+    holds, equal texts in distinct objects and two searches on one text must all give
+    search()'s own answer."""
+    import random
+    import re
+    n = native()
+    starts_a = re.compile("^a", re.IGNORECASE).search
+    ends_z = re.compile("z$", re.IGNORECASE).search
+    t = tenant([2, n.OP_MATCHES, 4, 0, 1, n.OP_MATCHES, 4, 0, 2], consts=("f", starts_a, ends_z))
+    rng = random.Random(5)
+    texts = [rng.choice("ab") + str(k % 7000) + rng.choice("yz") for k in range(20_000)]
+    outcomes = set()
+    for text in texts + texts[::-1]:
+        fresh = "".join(text)  # an equal text in another object
+        watch = bytearray(1)
+        members = t.evaluate_all({"f": fresh}, {}, {}, set(), set(), {}, watch, 0)
+        first = starts_a(fresh) is not None
+        expected = 255 if first and ends_z(fresh) else (0 if not first else 1)
+        assert watch[0] == expected and (members == {"a"}) == (expected == 255)
+        outcomes.add(expected)
+    assert outcomes == {0, 1, 255}
