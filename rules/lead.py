@@ -32,6 +32,22 @@ def activity_order(activity):
     return activity[0], activity[3]
 
 
+def merge_fields(values, versions, fields, version, changed):
+    """An upsert's fields merged into a lead's `values`: a field takes a value whose
+    version is newer than its own. `changed` receives the previous value (None when
+    absent) of each field whose value changed, the first one kept. rules/_native.c has
+    the same function for the C backend."""
+    for name, value in fields.items():
+        name = intern(name)
+        current = versions.get(name)
+        if current is None or version > current:
+            old = values.get(name)
+            values[name] = value
+            versions[name] = version
+            if old != value or type(old) is not type(value):
+                changed.setdefault(name, old)
+
+
 class Profile(NamedTuple):
     """What the rules read of a lead: the input of a from-scratch evaluation."""
     fields: dict          # name -> value (cleared fields are absent)
@@ -195,11 +211,12 @@ class LeadState:
     def is_duplicate(self, event):
         return event.event_id in self.seen
 
-    def apply(self, event: ChangeEvent, policies):
+    def apply(self, event: ChangeEvent, policies, merge=merge_fields):
         """Merge one event; return the Changes, or None when it is older than a deletion.
 
         `policies` maps an activity kind to its ActivityPolicy; activities of kinds no
-        rule reads are not kept.
+        rule reads are not kept. `merge` merges an upsert's fields (merge_fields or the
+        C module's).
         """
         version = (event.occurred_at, event.event_id)
         self._remember(event)
@@ -216,16 +233,7 @@ class LeadState:
         if self.last is None or version > self.last:
             self.last = version
         if kind == "lead_upserted":
-            values, versions = self.values, self.versions
-            for name, value in (event.fields or {}).items():
-                name = intern(name)
-                current = versions.get(name)
-                if current is None or version > current:
-                    old = values.get(name)
-                    values[name] = value
-                    versions[name] = version
-                    if old != value or type(old) is not type(value):
-                        changes.fields.setdefault(name, old)
+            merge(self.values, self.versions, event.fields or {}, version, changes.fields)
         elif kind == "activity":
             kind_ = intern(event.activity_kind.casefold())
             policy = policies.get(kind_)
