@@ -20,6 +20,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -433,6 +434,7 @@ typedef struct {
     PyObject *timed;       /* ((kind, ((ref, window, (lows...), (highs...)), ...)), ...) */
     PyObject *index;       /* for field_candidates: the predicate indexes, see set_index */
     PyObject *activity;    /* for activity_candidates: see set_activity */
+    PyObject *fields;      /* for update_view: see set_fields */
 } TenantObject;
 
 /* A run of an index entry: (list, slot) pairs or list indexes, either a tuple of them
@@ -562,6 +564,7 @@ Tenant_dealloc(TenantObject *self)
     Py_XDECREF(self->timed);
     Py_XDECREF(self->index);
     Py_XDECREF(self->activity);
+    Py_XDECREF(self->fields);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1369,6 +1372,31 @@ bad:
     return malformed("malformed predicate index");
 }
 
+/* Whether an index entry can mark any list under this watch: a join pair at its list's
+ * watch, or a list the lead belongs to (see mark_pairs and mark_members). When none can,
+ * whatever its predicate does changes nothing, and its value need not be worked out.
+ * Runs that are not packed count as able to. */
+static int
+entry_can_mark(PyObject *entry, const unsigned char *watch, Py_ssize_t size)
+{
+    for (int k = 0; k < 4; k++) {
+        PyObject *run = PyTuple_GET_ITEM(entry, k);
+        if (!PyBytes_CheckExact(run))
+            return 1;
+        Py_ssize_t width = k % 2 ? 4 : 8, n = PyBytes_GET_SIZE(run) / width;
+        const char *at = PyBytes_AS_STRING(run);
+        for (Py_ssize_t j = 0; j < n; j++, at += width) {
+            int32_t word[2] = {0, 0};
+            memcpy(word, at, (size_t)width);
+            if (word[0] < 0 || word[0] >= size)
+                return 1;  /* marking it raises */
+            if (k % 2 ? watch[word[0]] == ALL_TRUE : watch[word[0]] == word[1])
+                return 1;
+        }
+    }
+    return 0;
+}
+
 /* run[lo:hi] of a threshold run (checked by set_index), a new reference. */
 static PyObject *
 run_slice(PyObject *run, Py_ssize_t lo, Py_ssize_t hi, int pairs)
@@ -1438,7 +1466,7 @@ bisect_floats(PyObject *list, double x, int right)
 /* One changed field's candidates, as the field loop of CompiledTenant.candidates. */
 static int
 field_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *C, PyObject *N,
-              PyObject *DT, PyObject *name, PyObject *old, int64_t now)
+              PyObject *DT, PyObject *W, PyObject *name, PyObject *old, int64_t now)
 {
     if (!PyTuple_Check(old) || PyTuple_GET_SIZE(old) != 3) {
         PyErr_SetString(PyExc_TypeError, "an old field is (key, number, date)");
@@ -1493,6 +1521,16 @@ field_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *C, 
             int failed = 0;
             for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(table) && !failed; k++) {
                 PyObject *atom = PyTuple_GET_ITEM(table, k);
+                if (W != NULL) {  /* a regex may have run code: the watch is read anew */
+                    if (watch_resized(W, self->size) < 0) {
+                        failed = 1;
+                        break;
+                    }
+                    if (!entry_can_mark(PyTuple_GET_ITEM(atom, 2),
+                                        (const unsigned char *)PyByteArray_AS_STRING(W),
+                                        self->size))
+                        continue;
+                }
                 long op = PyLong_AsLong(PyTuple_GET_ITEM(atom, 0));
                 PyObject *operand = PyTuple_GET_ITEM(atom, 1);
                 int now_true = string_check(op, operand, after);
@@ -1583,9 +1621,16 @@ field_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *C, 
 static PyObject *
 Tenant_field_candidates(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) ||
+    if (nargs < 5 || nargs > 6 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) ||
         !PyDict_Check(args[2]) || !PyDict_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "field_candidates(C, N, DT, old_fields, now)");
+        PyErr_SetString(PyExc_TypeError,
+                        "field_candidates(C, N, DT, old_fields, now, W=None)");
+        return NULL;
+    }
+    /* W, the lead's watch: predicates that can mark no list under it are not worked out */
+    PyObject *W = nargs == 6 && args[5] != Py_None ? args[5] : NULL;
+    if (W != NULL && (!PyByteArray_Check(W) || PyByteArray_GET_SIZE(W) != self->size)) {
+        PyErr_SetString(PyExc_ValueError, "W is a bytearray of one byte per list");
         return NULL;
     }
     if (self->index == NULL) {
@@ -1605,7 +1650,8 @@ Tenant_field_candidates(TenantObject *self, PyObject *const *args, Py_ssize_t na
         PyObject *item = PyList_GET_ITEM(items, k);
         name = PyTuple_GET_ITEM(item, 0);
         old = PyTuple_GET_ITEM(item, 1);
-        if (field_changed(self, join, leave, args[0], args[1], args[2], name, old, now) < 0) {
+        if (field_changed(self, join, leave, args[0], args[1], args[2], W, name, old,
+                          now) < 0) {
             Py_DECREF(items);
             goto error;
         }
@@ -1780,6 +1826,273 @@ error:
     return NULL;
 }
 
+/* -- the field view ------------------------------------------------------------------ */
+
+enum { FX_NUMERIC, FX_DATES, FX_CANON, FX_NUMBER, FX_DATE, FX_SIZE };
+
+/* set_fields(numeric, dates, canon, to_number, to_date_us): the fields numeric and date
+ * predicates read (frozensets) and the conversions of rules/values.py, which update_view
+ * calls for every value it does not convert itself. */
+static PyObject *
+Tenant_set_fields(TenantObject *self, PyObject *args)
+{
+    PyObject *parts[FX_SIZE];
+    if (!PyArg_ParseTuple(args, "O!O!OOO:set_fields", &PyFrozenSet_Type, &parts[0],
+                          &PyFrozenSet_Type, &parts[1], &parts[2], &parts[3], &parts[4]))
+        return NULL;
+    for (int k = FX_CANON; k < FX_SIZE; k++)
+        if (!PyCallable_Check(parts[k]))
+            return malformed("the conversions are callables");
+    PyObject *fields = PyTuple_New(FX_SIZE);
+    if (fields == NULL)
+        return NULL;
+    for (int k = 0; k < FX_SIZE; k++) {
+        Py_INCREF(parts[k]);
+        PyTuple_SET_ITEM(fields, k, parts[k]);
+    }
+    int kept = keep_once(&self->fields, fields, "set_fields");
+    Py_DECREF(fields);
+    if (kept < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* canon(value), as rules/values.py has it: an ASCII string without capitals is its own
+ * key, a capitalised one lower-cased (casefold() of ASCII), an int its decimal text;
+ * anything else is canon's to convert. A new reference. */
+static PyObject *
+canon_of(PyObject *value, PyObject *canon)
+{
+    if (value == Py_None)
+        Py_RETURN_NONE;
+    if (PyUnicode_CheckExact(value) && PyUnicode_IS_ASCII(value)) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(value);
+        const Py_UCS1 *text = PyUnicode_1BYTE_DATA(value);
+        if (n == 0)
+            Py_RETURN_NONE;
+        Py_ssize_t k = 0;
+        while (k < n && !(text[k] >= 'A' && text[k] <= 'Z'))
+            k++;
+        if (k == n) {
+            Py_INCREF(value);
+            return value;
+        }
+        PyObject *lower = PyUnicode_New(n, 127);
+        if (lower == NULL)
+            return NULL;
+        Py_UCS1 *out = PyUnicode_1BYTE_DATA(lower);
+        for (k = 0; k < n; k++)
+            out[k] = (text[k] >= 'A' && text[k] <= 'Z') ? (Py_UCS1)(text[k] + 32) : text[k];
+        return lower;
+    }
+    if (PyLong_CheckExact(value))
+        return PyObject_Str(value);
+    return PyObject_CallOneArg(canon, value);
+}
+
+/* to_number(value): a finite float (ints and floats converted here), else to_number's. */
+static PyObject *
+number_of(PyObject *value, PyObject *to_number)
+{
+    if (value == Py_None || PyBool_Check(value))
+        Py_RETURN_NONE;
+    if (PyFloat_CheckExact(value)) {
+        if (!isfinite(PyFloat_AS_DOUBLE(value)))
+            Py_RETURN_NONE;
+        Py_INCREF(value);
+        return value;
+    }
+    if (PyLong_CheckExact(value)) {
+        double number = PyLong_AsDouble(value);
+        if (number == -1.0 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+                return NULL;
+            PyErr_Clear();  /* an integer beyond any float */
+            Py_RETURN_NONE;
+        }
+        return PyFloat_FromDouble(number);
+    }
+    return PyObject_CallOneArg(to_number, value);
+}
+
+/* dict[key] = value, or del dict[key] when value is None; 0 or -1. */
+static int
+set_or_drop(PyObject *dict, PyObject *key, PyObject *value)
+{
+    if (value != Py_None)
+        return PyDict_SetItem(dict, key, value);
+    if (PyDict_DelItem(dict, key) == 0)
+        return 0;
+    if (!PyErr_ExceptionMatches(PyExc_KeyError))
+        return -1;
+    PyErr_Clear();
+    return 0;
+}
+
+/* One field of the view set to its value's (key, number, date); its old entry. */
+static PyObject *
+update_field(TenantObject *self, PyObject *C, PyObject *N, PyObject *DT, PyObject *name,
+             PyObject *value)
+{
+    PyObject **fx = &PyTuple_GET_ITEM(self->fields, 0);
+    PyObject *entry[3] = {NULL, NULL, NULL}, *old = NULL;
+    PyObject *views[3] = {C, N, DT};
+    int numeric = PySet_Contains(fx[FX_NUMERIC], name);
+    int dated = numeric < 0 ? -1 : PySet_Contains(fx[FX_DATES], name);
+    if (dated < 0)
+        return NULL;
+    entry[0] = canon_of(value, fx[FX_CANON]);
+    if (entry[0] == NULL)
+        goto done;
+    if (numeric)
+        entry[1] = number_of(value, fx[FX_NUMBER]);
+    else {
+        Py_INCREF(Py_None);
+        entry[1] = Py_None;
+    }
+    if (entry[1] == NULL)
+        goto done;
+    if (dated && PyUnicode_Check(value))
+        entry[2] = PyObject_CallOneArg(fx[FX_DATE], value);
+    else {
+        Py_INCREF(Py_None);
+        entry[2] = Py_None;  /* only text is a date */
+    }
+    if (entry[2] == NULL)
+        goto done;
+    old = PyTuple_New(3);
+    if (old == NULL)
+        goto done;
+    for (int k = 0; k < 3; k++) {
+        PyObject *was = get_or(views[k], name, Py_None);
+        if (was == NULL)
+            goto fail;
+        Py_INCREF(was);
+        PyTuple_SET_ITEM(old, k, was);
+    }
+    for (int k = 0; k < 3; k++)
+        if (set_or_drop(views[k], name, entry[k]) < 0)
+            goto fail;
+    goto done;
+fail:
+    Py_CLEAR(old);
+done:
+    for (int k = 0; k < 3; k++)
+        Py_XDECREF(entry[k]);
+    return old;
+}
+
+/* update_view(C, N, DT, values, changed) -> {field: old (key, number, date)}: the view's
+ * entries of the changed fields set to their values' now, as CompiledTenant.update_view
+ * does one field at a time. */
+static PyObject *
+Tenant_update_view(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) ||
+        !PyDict_Check(args[2]) || !PyDict_Check(args[3]) || !PyDict_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "update_view(C, N, DT, values, changed)");
+        return NULL;
+    }
+    if (self->fields == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_fields was not called");
+        return NULL;
+    }
+    PyObject *names = PyDict_Keys(args[4]);  /* a copy: conversions run Python code */
+    PyObject *olds = names == NULL ? NULL : PyDict_New();
+    if (olds == NULL) {
+        Py_XDECREF(names);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(names); k++) {
+        PyObject *name = PyList_GET_ITEM(names, k);
+        PyObject *value = get_or(args[3], name, Py_None);
+        if (value == NULL)
+            goto error;
+        Py_INCREF(value);
+        PyObject *old = update_field(self, args[0], args[1], args[2], name, value);
+        Py_DECREF(value);
+        if (old == NULL || PyDict_SetItem(olds, name, old) < 0) {
+            Py_XDECREF(old);
+            goto error;
+        }
+        Py_DECREF(old);
+    }
+    Py_DECREF(names);
+    return olds;
+error:
+    Py_DECREF(names);
+    Py_DECREF(olds);
+    return NULL;
+}
+
+/* merge_fields(values, versions, fields, version, changed): an upsert's fields merged
+ * into the lead's, as rules/lead.py's merge_fields: a field takes a value whose version
+ * is newer than its own; `changed` receives the previous value of each field whose value
+ * changed (first one kept). Names are interned, as the compiled lists' are. */
+static PyObject *
+native_merge_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) ||
+        !PyDict_Check(args[2]) || !PyDict_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "merge_fields(values, versions, fields, version, changed)");
+        return NULL;
+    }
+    PyObject *values = args[0], *versions = args[1], *version = args[3], *changed = args[4];
+    PyObject *items = PyDict_Items(args[2]);  /* a copy: comparisons may run code */
+    if (items == NULL)
+        return NULL;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(items); k++) {
+        PyObject *item = PyList_GET_ITEM(items, k);
+        PyObject *name = PyTuple_GET_ITEM(item, 0), *value = PyTuple_GET_ITEM(item, 1);
+        if (!PyUnicode_CheckExact(name)) {
+            PyErr_SetString(PyExc_TypeError, "a field name is a str");
+            goto error;
+        }
+        Py_INCREF(name);
+        PyUnicode_InternInPlace(&name);
+        PyObject *current = PyDict_GetItemWithError(versions, name);
+        int newer = 1;
+        if (current != NULL) {
+            Py_INCREF(current);
+            newer = PyObject_RichCompareBool(version, current, Py_GT);
+            Py_DECREF(current);
+        }
+        else if (PyErr_Occurred())
+            newer = -1;
+        if (newer <= 0) {
+            Py_DECREF(name);
+            if (newer < 0)
+                goto error;
+            continue;
+        }
+        PyObject *old = PyDict_GetItemWithError(values, name);
+        if (old == NULL && PyErr_Occurred()) {
+            Py_DECREF(name);
+            goto error;
+        }
+        old = old == NULL ? Py_None : old;
+        Py_INCREF(old);
+        int failed = PyDict_SetItem(values, name, value) < 0 ||
+            PyDict_SetItem(versions, name, version) < 0;
+        int differ = failed ? -1 : Py_TYPE(old) != Py_TYPE(value) ? 1 :
+            PyObject_RichCompareBool(old, value, Py_NE);
+        if (differ > 0) {
+            PyObject *kept = PyDict_SetDefault(changed, name, old);
+            differ = kept == NULL ? -1 : 0;
+        }
+        Py_DECREF(old);
+        Py_DECREF(name);
+        if (differ < 0)
+            goto error;
+    }
+    Py_DECREF(items);
+    Py_RETURN_NONE;
+error:
+    Py_DECREF(items);
+    return NULL;
+}
+
 static PyMethodDef Tenant_methods[] = {
     {"set_activity", (PyCFunction)Tenant_set_activity, METH_VARARGS,
      "set_activity(groups): the activity predicates, grouped by what they count"},
@@ -1788,7 +2101,11 @@ static PyMethodDef Tenant_methods[] = {
     {"set_index", (PyCFunction)Tenant_set_index, METH_VARARGS,
      "set_index(eq, empty, strings, num_all, thresholds, dates): the predicate indexes"},
     {"field_candidates", (PyCFunction)(void (*)(void))Tenant_field_candidates, METH_FASTCALL,
-     "field_candidates(C, N, DT, old_fields, now) -> (join, leave)"},
+     "field_candidates(C, N, DT, old_fields, now, W=None) -> (join, leave)"},
+    {"set_fields", (PyCFunction)Tenant_set_fields, METH_VARARGS,
+     "set_fields(numeric, dates, canon, to_number, to_date_us): what update_view needs"},
+    {"update_view", (PyCFunction)(void (*)(void))Tenant_update_view, METH_FASTCALL,
+     "update_view(C, N, DT, values, changed) -> {field: old (key, number, date)}"},
     {"set_time", (PyCFunction)Tenant_set_time, METH_VARARGS,
      "set_time(dates, timed): the tables next_flip reads"},
     {"next_flip", (PyCFunction)(void (*)(void))Tenant_next_flip, METH_FASTCALL,
@@ -2116,6 +2433,8 @@ native_delta_id(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMethodDef module_methods[] = {
+    {"merge_fields", (PyCFunction)(void (*)(void))native_merge_fields, METH_FASTCALL,
+     "merge_fields(values, versions, fields, version, changed): an upsert's field merge"},
     {"record", (PyCFunction)(void (*)(void))native_record, METH_FASTCALL,
      "record(found, members, tenant, lead, when, cause, seq, salt, Delta) -> (deltas, seq)"},
     {"delta_id", (PyCFunction)(void (*)(void))native_delta_id, METH_FASTCALL,

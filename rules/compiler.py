@@ -25,7 +25,7 @@ from operator import itemgetter
 
 from rules.definitions import (DATE_OPS, EMPTY_OPS, NUMERIC_OPS, SCALAR_OPS, SET_OPS,
                                TenantDefs, activity_bounds)
-from rules.lead import ActivityPolicy
+from rules.lead import ActivityPolicy, merge_fields
 from rules.values import NAN, canon, days_to_us, to_date_us, to_number
 
 try:  # the evaluation loop in C (rules/_native.c), built where a C compiler is found
@@ -465,6 +465,8 @@ class CompiledTenant:
                          for kind, (horizon, cap, refs) in self.policy_parts.items()}
         self.has_time = bool(self.date_atoms or self.timed_groups)
         self.native = self._native_tenant(tenant) if use_native(native) else None
+        # an upsert's field merge (LeadState.apply), in C with the C backend
+        self.merge = merge_fields if self.native is None else _native.merge_fields
 
     def _native_tenant(self, tenant):
         words, starts = _WordCode(self.pos), []
@@ -500,6 +502,8 @@ class CompiledTenant:
             {name: tuple((op == "within_last_days", window, _packed(entry))
                          for (op, window), entry in atoms)
              for name, atoms in self.date_atoms.items()})
+        native.set_fields(frozenset(self.numeric_fields), frozenset(self.date_fields), canon,
+                          to_number, to_date_us)
         native.set_activity({
             kind: tuple((ref, window, tuple((_count_bound(low), _count_bound(high),
                                              _packed(entry))
@@ -573,6 +577,14 @@ class CompiledTenant:
             DT[name] = date
         return old
 
+    def update_fields(self, view, values, changed):
+        """update_view() for each field in `changed`: {field: its old (key, number, date)}."""
+        if self.native is not None:
+            C, N, DT = view
+            return self.native.update_view(C, N, DT, values, changed)
+        update = self.update_view
+        return {name: update(view, name, values.get(name)) for name in changed}
+
     # -- evaluation ---------------------------------------------------------------------
     def evaluate_all(self, view, tags, statics, acts, now, watch=None):
         """Every list, from scratch: the set of list ids the lead belongs to.
@@ -617,17 +629,19 @@ class CompiledTenant:
             self._fwd = refs
         return refs.get(i, ())
 
-    def candidates(self, view, tags, acts, changes, old_fields, now):
+    def candidates(self, view, tags, acts, changes, old_fields, now, watch=None):
         """(join, leave, any): what may change because of `changes`.
 
         `join` is a list of collections of (list, slot) pairs of lists that can only
         join (a predicate turned true un-negated, or false under a `not`), `leave` a list
         of collections of list indexes that can only leave, `any` a set of list indexes
-        that may do either. Collections are the indexes' own, never copied.
+        that may do either. Collections are the indexes' own, never copied (the C
+        module's are packed). With the lead's `watch`, the C module does not work out
+        string predicates that could mark no list under it.
         """
         C, N, DT = view
         if self.native is not None:
-            join, leave = self.native.field_candidates(C, N, DT, old_fields, now)
+            join, leave = self.native.field_candidates(C, N, DT, old_fields, now, watch)
             if changes.activities:
                 more_join, more_leave = self.native.activity_candidates(
                     acts, changes.activities, now)

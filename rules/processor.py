@@ -49,15 +49,15 @@ class LeadProcessor:
             deltas += self._advance(ct, state, tenant, lead, now)
         state.clock = now
         existed = state.exists
-        changes = state.apply(event, ct.policies)
+        changes = state.apply(event, ct.policies, ct.merge)
         if changes is None:
             return STALE, deltas
         if not changes and existed == state.exists:
             return APPLIED, deltas
         if state.view_owner is ct:
             # the cached view still holds the old values: update it, keeping them
-            view, values, update = state.view, state.values, ct.update_view
-            old_fields = {name: update(view, name, values.get(name)) for name in changes.fields}
+            view = state.view
+            old_fields = ct.update_fields(view, state.values, changes.fields)
         else:
             view = ct.view_of(state)
             old_fields = {name: ct.field_entry(name, old)
@@ -69,7 +69,10 @@ class LeadProcessor:
         elif not existed or changes.deleted:
             found = self._full(ct, state, view, now)
         else:
-            candidates = ct.candidates(view, state.tag_set, state.acts, changes, old_fields, now)
+            watch = state.watch if state.watch is not None and len(state.watch) == ct.size \
+                else None
+            candidates = ct.candidates(view, state.tag_set, state.acts, changes, old_fields, now,
+                                       watch)
             found = self._evaluate(ct, state, view, candidates, now)
         deltas += self._record(state, tenant, lead, found, when, cause)
         if ct.has_time and (changes.activities or changes.deleted or not existed

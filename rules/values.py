@@ -11,7 +11,7 @@ import functools
 import json
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 DAY_US = 86_400 * 1_000_000
 NAN = math.nan
@@ -21,6 +21,7 @@ _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH_DAY = _EPOCH.toordinal()
 _FIRST_US = (datetime(1, 1, 1, tzinfo=timezone.utc) - _EPOCH) // timedelta(microseconds=1)
 _LAST_US = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc) - _EPOCH) \
     // timedelta(microseconds=1)
@@ -105,14 +106,20 @@ def to_date_us(value):
     """
     if not isinstance(value, str):
         return None
+    return _date_of_text(str(value))
+
+
+@functools.lru_cache(maxsize=8192)  # dates repeat across leads; parsing one costs ~2 µs
+def _date_of_text(value):
     text = value.strip()
     if _DATE_ONLY.match(text):
+        if not text.isascii():  # \d matches other scripts' digits; a date has ASCII ones
+            return None
         try:
-            moment = datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+            day = date(int(text[:4]), int(text[5:7]), int(text[8:10]))
         except ValueError:
             return None
-        delta = moment - _EPOCH
-        return delta.days * DAY_US
+        return (day.toordinal() - _EPOCH_DAY) * DAY_US
     try:
         return parse_timestamp(text)
     except ValueError:

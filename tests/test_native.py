@@ -256,3 +256,66 @@ def test_regex_results_are_remembered_by_text_not_by_slot():
         assert watch[0] == expected and (members == {"a"}) == (expected == 255)
         outcomes.add(expected)
     assert outcomes == {0, 1, 255}
+
+
+def test_string_predicates_that_can_mark_no_list_are_not_worked_out():
+    """With the lead's watch, field_candidates skips a string predicate whose lists can
+    neither join (watch elsewhere) nor leave (not a member): its regex is not run."""
+    from rules import parse_definitions
+    from rules.compiler import CompiledTenant
+    doc = {"tenants": ["t"], "lists": [
+        {"tenant_id": "t", "list_id": "l", "rules": {"all": [
+            {"field": "a", "op": "eq", "value": "x"},
+            {"field": "title", "op": "matches", "value": "^ceo"}]}}]}
+    definitions = parse_definitions(doc)
+    ct = CompiledTenant(definitions.tenants["t"], definitions.version, True)
+    old = {"title": ("cto", None, None)}
+    view = ({"title": "ceo"}, {}, {})
+    pair = array("i", [0, 1]).tobytes()  # list 0 may join when slot 1 turns true
+    assert ct.native.field_candidates(*view, old, 0) == ([pair], [b""])
+    assert ct.native.field_candidates(*view, old, 0, bytearray([1])) == ([pair], [b""])
+    assert ct.native.field_candidates(*view, old, 0, bytearray([0])) == ([], [])
+    with pytest.raises(ValueError):
+        ct.native.field_candidates(*view, old, 0, bytearray(2))
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) |
+    st.floats(allow_nan=True, allow_infinity=True) |
+    st.text(st.sampled_from("aZ 09.-_:TzéSSß\u0130"), max_size=12) |
+    st.sampled_from(["2026-06-15", "2026-06-15T12:00:00Z", " 5 ", "1e3", "ABC", ""]),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=2), inner,
+                                                                 max_size=2),
+    max_leaves=4)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(updates=st.lists(st.tuples(st.integers(0, 5), st.sampled_from("abcd"),
+                                  st.dictionaries(st.sampled_from(["n", "d", "s", "x"]), _JSON,
+                                                  max_size=3)),
+                        max_size=6))
+def test_the_c_merge_and_view_update_are_the_python_ones(updates):
+    """merge_fields and update_view in C give exactly what rules/lead.py's merge_fields and
+    CompiledTenant.update_view give, for any JSON values, in any order of versions."""
+    from rules import parse_definitions
+    from rules.compiler import CompiledTenant
+    from rules.lead import merge_fields
+    doc = {"tenants": ["t"], "lists": [
+        {"tenant_id": "t", "list_id": "l", "rules": {"all": [
+            {"field": "n", "op": "gt", "value": 1},
+            {"field": "d", "op": "within_last_days", "value": 3},
+            {"field": "s", "op": "eq", "value": "x"}]}}]}
+    definitions = parse_definitions(doc)
+    tenant = definitions.tenants["t"]
+    py, c = (CompiledTenant(tenant, definitions.version, native) for native in (False, True))
+    sides = [(py, merge_fields, {}, {}, ({}, {}, {})), (c, native().merge_fields, {}, {},
+                                                        ({}, {}, {}))]
+    for time, eid, fields in updates:
+        results = []
+        for ct, merge, values, versions, view in sides:
+            changed = {}
+            merge(values, versions, fields, (time, eid), changed)
+            olds = ct.update_fields(view, values, changed)
+            results.append((changed, olds, values, versions, view))
+        py_result, c_result = results
+        assert repr(py_result) == repr(c_result)  # repr: NaN and -0.0 compare exactly

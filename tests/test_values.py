@@ -40,3 +40,23 @@ def test_numbers_and_keys():
     assert [canon(v) for v in ("NY", 5, 5.0, "05", True, "", [], {"B": 1})] == \
         ["ny", "5", "5", "05", "true", None, None, '{"b":1}']
     assert canon(1e15) == canon(10 ** 15) and canon(2.0 ** 53) == canon(2 ** 53)
+
+
+_DIGITS = st.sampled_from("0123456789") | st.sampled_from("٣९")
+
+
+@settings(max_examples=1000, deadline=None)
+@given(parts=st.tuples(*(st.lists(_DIGITS, min_size=n, max_size=n).map("".join)
+                         for n in (4, 2, 2))),
+       pad=st.sampled_from(["", " ", "\n"]))
+def test_a_calendar_date_is_midnight_utc_of_that_day(parts, pad):
+    """YYYY-MM-DD is midnight UTC, days counted exactly as datetime counts them; an
+    impossible day, year 0 or digits of another script are not a date."""
+    from datetime import datetime, timezone
+    text = pad + "-".join(parts) + pad
+    try:
+        moment = datetime.fromisoformat("-".join(parts)).replace(tzinfo=timezone.utc)
+        expected = (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)).days * 86_400_000_000
+    except ValueError:
+        expected = None
+    assert to_date_us(text) == expected
