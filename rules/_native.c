@@ -1,10 +1,13 @@
 /* The engine's hot loop in C: list evaluation, the cascade and delta records.
  *
  * rules/compiler.py compiles each list twice: to Python source (the portable path) and
- * to the word code evaluated here. Both read the same lead view (C, N, DT), tags (T),
- * static lists (S), watch (W) and activities (A), and must agree on every value: the
- * property tests run each against the reference interpreter. Without a C compiler this
- * module is simply absent and the Python path runs.
+ * to the word code evaluated here. Both read a lead's field view, tags (T), static lists
+ * (S), watch (W) and activities (A), and must agree on every value: the property tests
+ * run each against the reference interpreter. The Python path's view is three dicts
+ * (keys, numbers, dates by field name); this module's is a View, three arrays indexed by
+ * field number (the fields the tenant's lists read, numbered when the tenant is built),
+ * which update_view fills with the same conversions. Without a C compiler this module is
+ * simply absent and the Python path runs.
  *
  * Word code (int64 words). A list's program is [slots, node, node, ...]: its watch is
  * the index of the first false node (at most 254), or 255 when all hold. A node is
@@ -48,10 +51,70 @@ enum {
 static PyObject *EMPTY_STR;   /* "" */
 static PyObject *ADDED, *REMOVED;
 
+/* -- the field view -------------------------------------------------------------------- */
+
+/* What the lists read of a lead's fields, one entry per field the tenant's lists read (its
+ * field number): the comparison key (a str, NULL when the field is empty), the number (NaN
+ * when it is not numeric) and the date (NO_DATE when it is not a date). Made by
+ * Tenant.view() for that tenant's field numbers. */
+#define NO_DATE INT64_MIN
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n;
+    PyObject **key;
+    double *num;
+    int64_t *date;
+} ViewObject;
+
+static void
+View_dealloc(ViewObject *self)
+{
+    for (Py_ssize_t i = 0; i < self->n; i++)
+        Py_XDECREF(self->key[i]);
+    PyMem_Free(self->key);
+    PyMem_Free(self->num);
+    PyMem_Free(self->date);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject ViewType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "rules._native.View",
+    .tp_basicsize = sizeof(ViewObject),
+    .tp_dealloc = (destructor)View_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A lead's field view for one tenant's lists (Tenant.view() makes one)",
+};
+
+static ViewObject *
+view_new(Py_ssize_t n)
+{
+    ViewObject *view = PyObject_New(ViewObject, &ViewType);
+    if (view == NULL)
+        return NULL;
+    view->n = n;
+    view->key = PyMem_Calloc((size_t)(n ? n : 1), sizeof(PyObject *));
+    view->num = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(double));
+    view->date = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+    if (view->key == NULL || view->num == NULL || view->date == NULL) {
+        view->n = 0;
+        Py_DECREF(view);
+        return (ViewObject *)PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        view->num[i] = NAN;
+        view->date[i] = NO_DATE;
+    }
+    return view;
+}
+
 /* -- evaluation ------------------------------------------------------------------------ */
 
 typedef struct {
-    PyObject *C, *N, *DT, *T, *S, *A, *W;
+    const ViewObject *V;
+    const Py_ssize_t *field_of;  /* constant index -> field number */
+    PyObject *T, *S, *A, *W;
     PyObject **consts;
     Py_ssize_t nconsts;
     Py_ssize_t size;   /* lists: the valid range of OP_LIST */
@@ -323,14 +386,21 @@ eval_node(const Ctx *ctx, const int64_t *p)
     case OP_NEQ:
     case OP_IN:
     case OP_NOT_IN: {
-        /* C.get(field) compared with the key; a missing field is None */
-        PyObject *value = get_or(ctx->C, constant(ctx, p[2]), Py_None);
-        if (value == NULL)
-            return -1;
+        /* the field's key compared with the constant; a missing field is None */
+        PyObject *value = ctx->V->key[ctx->field_of[p[2]]];
         PyObject *key = constant(ctx, p[3]);
-        int found = (op == OP_EQ || op == OP_NEQ)
-            ? PyObject_RichCompareBool(value, key, Py_EQ)
-            : PySet_Contains(key, value);
+        int found;
+        if (value == NULL)
+            value = Py_None;
+        if (op == OP_IN || op == OP_NOT_IN)
+            found = PySet_Contains(key, value);
+        else if (value == key)
+            found = 1;
+        else if (PyUnicode_CheckExact(value) && PyUnicode_CheckExact(key) &&
+                 PyUnicode_GET_LENGTH(value) != PyUnicode_GET_LENGTH(key))
+            found = 0;
+        else
+            found = PyObject_RichCompareBool(value, key, Py_EQ);
         if (found < 0)
             return -1;
         return (op == OP_EQ || op == OP_IN) ? found : !found;
@@ -340,13 +410,8 @@ eval_node(const Ctx *ctx, const int64_t *p)
     case OP_LT:
     case OP_LTE:
     case OP_BETWEEN: {
-        /* N.get(field, nan): every comparison with a missing number is false */
-        PyObject *value = PyDict_GetItemWithError(ctx->N, constant(ctx, p[2]));
-        if (value == NULL)
-            return PyErr_Occurred() ? -1 : 0;
-        double x;
-        if (as_number(value, &x) < 0)
-            return -1;
+        /* NaN when the field is not numeric: every comparison with it is false */
+        double x = ctx->V->num[ctx->field_of[p[2]]];
         double bound = bits_to_double(p[3]);
         switch (op) {
         case OP_GT: return x > bound;
@@ -358,19 +423,14 @@ eval_node(const Ctx *ctx, const int64_t *p)
     }
     case OP_EMPTY:
     case OP_NOT_EMPTY: {
-        int found = PyDict_Contains(ctx->C, constant(ctx, p[2]));
-        if (found < 0)
-            return -1;
+        int found = ctx->V->key[ctx->field_of[p[2]]] != NULL;
         return op == OP_NOT_EMPTY ? found : !found;
     }
     case OP_WITHIN:
     case OP_BEFORE: {
-        PyObject *value = PyDict_GetItemWithError(ctx->DT, constant(ctx, p[2]));
-        if (value == NULL)
-            return PyErr_Occurred() ? -1 : 0;
-        int64_t date;
-        if (as_time(value, &date) < 0)
-            return -1;
+        int64_t date = ctx->V->date[ctx->field_of[p[2]]];
+        if (date == NO_DATE)
+            return 0;
         int64_t window = p[3];
         if (op == OP_WITHIN)
             return ctx->now - window < date && date <= ctx->now;
@@ -381,10 +441,10 @@ eval_node(const Ctx *ctx, const int64_t *p)
     case OP_STARTS:
     case OP_ENDS:
     case OP_MATCHES: {
-        /* C.get(field, ''): the case-folded text */
-        PyObject *text = get_or(ctx->C, constant(ctx, p[2]), EMPTY_STR);
+        /* the case-folded text, '' when empty */
+        PyObject *text = ctx->V->key[ctx->field_of[p[2]]];
         if (text == NULL)
-            return -1;
+            text = EMPTY_STR;
         if (op != OP_MATCHES && !PyUnicode_Check(text)) {
             PyErr_SetString(PyExc_TypeError, "a comparison key is text");
             return -1;
@@ -435,6 +495,11 @@ typedef struct {
     PyObject *index;       /* for field_candidates: the predicate indexes, see set_index */
     PyObject *activity;    /* for activity_candidates: see set_activity */
     PyObject *fields;      /* for update_view: see set_fields */
+    Py_ssize_t nfields;    /* the fields the lists read, numbered as they are met */
+    Py_ssize_t *field_of;  /* per constant: its field number, -1 when not a field */
+    PyObject *field_names; /* tuple: field number -> name */
+    PyObject *field_ids;   /* dict: name -> field number */
+    Py_ssize_t *date_ids;  /* per entry of `dates` (set_time): its field number or -1 */
 } TenantObject;
 
 /* A run of an index entry: (list, slot) pairs or list indexes, either a tuple of them
@@ -477,6 +542,14 @@ check_node(TenantObject *t, const int64_t *p, const int64_t *end, int depth)
     Py_ssize_t nconsts = PyTuple_GET_SIZE(t->consts);
 #define NEED(n) do { if (size != (n)) return -1; } while (0)
 #define CONST_OK(w) ((w) >= 0 && (w) < nconsts)
+    if (op >= OP_EQ && op <= OP_MATCHES) {
+        /* a field operand: a name, numbered the first time it is met */
+        if (size < 3 || !CONST_OK(p[2]) ||
+            !PyUnicode_CheckExact(PyTuple_GET_ITEM(t->consts, p[2])))
+            return -1;
+        if (t->field_of[p[2]] < 0)
+            t->field_of[p[2]] = t->nfields++;
+    }
     switch (op) {
     case OP_ALL:
     case OP_ANY: {
@@ -565,6 +638,10 @@ Tenant_dealloc(TenantObject *self)
     Py_XDECREF(self->index);
     Py_XDECREF(self->activity);
     Py_XDECREF(self->fields);
+    PyMem_Free(self->field_of);
+    Py_XDECREF(self->field_names);
+    Py_XDECREF(self->field_ids);
+    PyMem_Free(self->date_ids);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -599,6 +676,15 @@ Tenant_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return PyErr_NoMemory();
     }
     memcpy(self->code, code.buf, (size_t)self->ncode * sizeof(int64_t));
+    Py_ssize_t nconsts = PyTuple_GET_SIZE(consts);
+    self->field_of = PyMem_Malloc((size_t)(nconsts ? nconsts : 1) * sizeof(Py_ssize_t));
+    if (self->field_of == NULL) {
+        PyBuffer_Release(&code);
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t c = 0; c < nconsts; c++)
+        self->field_of[c] = -1;
     int bad = code.len % (Py_ssize_t)sizeof(int64_t) != 0 || PyTuple_GET_SIZE(rev) != self->size;
     PyBuffer_Release(&code);
     for (Py_ssize_t i = 0; !bad && i < self->size; i++)
@@ -643,6 +729,30 @@ Tenant_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         }
     }
     Py_DECREF(fast);
+    self->field_names = PyTuple_New(self->nfields);
+    self->field_ids = PyDict_New();
+    if (self->field_names == NULL || self->field_ids == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    for (Py_ssize_t c = 0; c < nconsts; c++) {
+        if (self->field_of[c] < 0)
+            continue;
+        PyObject *name = PyTuple_GET_ITEM(consts, c), *id = PyLong_FromSsize_t(self->field_of[c]);
+        if (id == NULL || PyDict_SetItem(self->field_ids, name, id) < 0) {
+            Py_XDECREF(id);
+            Py_DECREF(self);
+            return NULL;
+        }
+        Py_DECREF(id);
+        Py_INCREF(name);
+        PyTuple_SET_ITEM(self->field_names, self->field_of[c], name);
+    }
+    if (PyDict_GET_SIZE(self->field_ids) != self->nfields) {
+        Py_DECREF(self);  /* one name in two constants: the compiler makes no such thing */
+        PyErr_SetString(PyExc_ValueError, "a field name appears as two constants");
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
@@ -676,11 +786,15 @@ eval_list(const TenantObject *t, const Ctx *ctx, Py_ssize_t i)
 }
 
 static int
-make_ctx(TenantObject *t, Ctx *ctx, PyObject *C, PyObject *N, PyObject *DT, PyObject *T,
-         PyObject *S, PyObject *A, PyObject *W, PyObject *now)
+make_ctx(TenantObject *t, Ctx *ctx, PyObject *V, PyObject *T, PyObject *S, PyObject *A,
+         PyObject *W, PyObject *now)
 {
-    if (!PyDict_Check(C) || !PyDict_Check(N) || !PyDict_Check(DT) || !PyDict_Check(A)) {
-        PyErr_SetString(PyExc_TypeError, "the view and activities are dicts");
+    if (!Py_IS_TYPE(V, &ViewType) || ((ViewObject *)V)->n != t->nfields) {
+        PyErr_SetString(PyExc_TypeError, "the view is one of this tenant's (Tenant.view())");
+        return -1;
+    }
+    if (!PyDict_Check(A)) {
+        PyErr_SetString(PyExc_TypeError, "activities are a dict");
         return -1;
     }
     if (!PyAnySet_Check(T) || !PyAnySet_Check(S)) {
@@ -691,9 +805,8 @@ make_ctx(TenantObject *t, Ctx *ctx, PyObject *C, PyObject *N, PyObject *DT, PyOb
         PyErr_SetString(PyExc_ValueError, "the watch is a bytearray of one byte per list");
         return -1;
     }
-    ctx->C = C;
-    ctx->N = N;
-    ctx->DT = DT;
+    ctx->V = (const ViewObject *)V;
+    ctx->field_of = t->field_of;
     ctx->T = T;
     ctx->S = S;
     ctx->A = A;
@@ -704,17 +817,16 @@ make_ctx(TenantObject *t, Ctx *ctx, PyObject *C, PyObject *N, PyObject *DT, PyOb
     return as_time(now, &ctx->now);
 }
 
-/* evaluate_all(C, N, DT, T, S, A, W, now) -> set of list ids; W receives every watch */
+/* evaluate_all(V, T, S, A, W, now) -> set of list ids; W receives every watch */
 static PyObject *
 Tenant_evaluate_all(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "evaluate_all(C, N, DT, T, S, A, W, now)");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "evaluate_all(V, T, S, A, W, now)");
         return NULL;
     }
     Ctx ctx;
-    if (make_ctx(self, &ctx, args[0], args[1], args[2], args[3], args[4], args[5], args[6],
-                 args[7]) < 0)
+    if (make_ctx(self, &ctx, args[0], args[1], args[2], args[3], args[4], args[5]) < 0)
         return NULL;
     PyObject *members = PySet_New(NULL);
     if (members == NULL)
@@ -876,16 +988,15 @@ mark_members(Marks *m, PyObject *W, PyObject *lists, Py_ssize_t d)
 static PyObject *
 Tenant_evaluate_dirty(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 11) {
+    if (nargs != 9) {
         PyErr_SetString(PyExc_TypeError,
-                        "evaluate_dirty(C, N, DT, T, S, A, W, join, leave, both, now)");
+                        "evaluate_dirty(V, T, S, A, W, join, leave, both, now)");
         return NULL;
     }
     Ctx ctx;
-    if (make_ctx(self, &ctx, args[0], args[1], args[2], args[3], args[4], args[5], args[6],
-                 args[10]) < 0)
+    if (make_ctx(self, &ctx, args[0], args[1], args[2], args[3], args[4], args[8]) < 0)
         return NULL;
-    PyObject *W = args[6], *join = args[7], *leave = args[8], *both = args[9];
+    PyObject *W = args[4], *join = args[5], *leave = args[6], *both = args[7];
     PyObject *out = NULL, *iter = NULL, *item;
     Py_ssize_t size = self->size;
     unsigned char small_pending[1024];
@@ -1081,9 +1192,25 @@ Tenant_set_time(TenantObject *self, PyObject *args)
                 goto bad;
         }
     }
+    /* each date field's number, once: a field no list reads is never a date */
+    Py_ssize_t *ids = PyMem_Malloc((size_t)(PyTuple_GET_SIZE(dates) + 1) * sizeof(Py_ssize_t));
+    if (ids == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(dates); k++) {
+        PyObject *id = PyDict_GetItemWithError(self->field_ids,
+                                               PyTuple_GET_ITEM(PyTuple_GET_ITEM(dates, k), 0));
+        if (id == NULL && PyErr_Occurred()) {
+            PyMem_Free(ids);
+            return NULL;
+        }
+        ids[k] = id == NULL ? -1 : PyLong_AsSsize_t(id);
+    }
     if (keep_once(&self->dates, dates, "set_time") < 0 ||
-        keep_once(&self->timed, timed, "set_time") < 0)
+        keep_once(&self->timed, timed, "set_time") < 0) {
+        PyMem_Free(ids);
         return NULL;
+    }
+    self->date_ids = ids;
     Py_RETURN_NONE;
 bad:
     return malformed("malformed time tables");
@@ -1168,15 +1295,17 @@ kind_times_on(KindTimes *k, PyObject *ref)
 static PyObject *
 Tenant_next_flip(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3 || !PyDict_Check(args[0]) || !PyDict_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "next_flip(DT: dict, A: dict, now)");
+    if (nargs != 3 || !Py_IS_TYPE(args[0], &ViewType) ||
+        ((ViewObject *)args[0])->n != self->nfields || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "next_flip(V: this tenant's view, A: dict, now)");
         return NULL;
     }
     if (self->dates == NULL || self->timed == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "set_time was not called");
         return NULL;
     }
-    PyObject *DT = args[0], *A = args[1];
+    const ViewObject *V = (const ViewObject *)args[0];
+    PyObject *A = args[1];
     int64_t now, best = 0;
     int found = 0;
     if (as_time(args[2], &now) < 0)
@@ -1185,15 +1314,9 @@ Tenant_next_flip(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (!found || m_ < best) { best = m_; found = 1; } } while (0)
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(self->dates); k++) {
         PyObject *d = PyTuple_GET_ITEM(self->dates, k);
-        PyObject *value = PyDict_GetItemWithError(DT, PyTuple_GET_ITEM(d, 0));
-        if (value == NULL) {
-            if (PyErr_Occurred())
-                return NULL;
+        int64_t date = self->date_ids[k] < 0 ? NO_DATE : V->date[self->date_ids[k]];
+        if (date == NO_DATE)
             continue;
-        }
-        int64_t date;
-        if (as_time(value, &date) < 0)
-            return NULL;
         int has_within = PyObject_IsTrue(PyTuple_GET_ITEM(d, 1));
         if (has_within < 0)
             return NULL;
@@ -1463,21 +1586,12 @@ bisect_floats(PyObject *list, double x, int right)
     return lo;
 }
 
-/* One changed field's candidates, as the field loop of CompiledTenant.candidates. */
+/* The key part of field_changed: eq, emptiness and string predicates. */
 static int
-field_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *C, PyObject *N,
-              PyObject *DT, PyObject *W, PyObject *name, PyObject *old, int64_t now)
+field_key_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *W,
+                  PyObject *name, PyObject *old_key, PyObject *new_key, PyObject **ix)
 {
-    if (!PyTuple_Check(old) || PyTuple_GET_SIZE(old) != 3) {
-        PyErr_SetString(PyExc_TypeError, "an old field is (key, number, date)");
-        return -1;
-    }
-    PyObject *old_key = PyTuple_GET_ITEM(old, 0), *old_num = PyTuple_GET_ITEM(old, 1);
-    PyObject *old_date = PyTuple_GET_ITEM(old, 2), *entry, *table;
-    PyObject **ix = &PyTuple_GET_ITEM(self->index, 0);
-    PyObject *new_key = get_or(C, name, Py_None);
-    if (new_key == NULL)
-        return -1;
+    PyObject *entry, *table;
     int differ = PyObject_RichCompareBool(old_key, new_key, Py_NE);
     if (differ < 0)
         return -1;
@@ -1549,21 +1663,46 @@ field_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *C, 
         else if (PyErr_Occurred())
             return -1;
     }
-    PyObject *new_num = get_or(N, name, Py_None);
-    if (new_num == NULL)
+    return 0;
+}
+
+/* One changed field's candidates, as the field loop of CompiledTenant.candidates. */
+static int
+field_changed(TenantObject *self, PyObject *join, PyObject *leave, const ViewObject *V,
+              PyObject *W, PyObject *name, PyObject *old, int64_t now)
+{
+    if (!PyTuple_Check(old) || PyTuple_GET_SIZE(old) != 3) {
+        PyErr_SetString(PyExc_TypeError, "an old field is (key, number, date)");
         return -1;
-    differ = PyObject_RichCompareBool(old_num, new_num, Py_NE);
-    if (differ < 0)
+    }
+    PyObject *old_key = PyTuple_GET_ITEM(old, 0), *old_num = PyTuple_GET_ITEM(old, 1);
+    PyObject *old_date = PyTuple_GET_ITEM(old, 2), *entry, *table;
+    PyObject **ix = &PyTuple_GET_ITEM(self->index, 0);
+    /* the field's entry now: missing when no list reads the field */
+    PyObject *id = PyDict_GetItemWithError(self->field_ids, name);
+    if (id == NULL && PyErr_Occurred())
         return -1;
+    Py_ssize_t f = id == NULL ? -1 : PyLong_AsSsize_t(id);
+    PyObject *new_key = f < 0 || V->key[f] == NULL ? Py_None : V->key[f];
+    double after_num = f < 0 ? NAN : V->num[f];
+    int64_t after_date = f < 0 ? NO_DATE : V->date[f];
+    Py_INCREF(new_key);  /* a regex may run code that changes the view */
+    int failed = field_key_changed(self, join, leave, W, name, old_key, new_key, ix);
+    Py_DECREF(new_key);
+    if (failed < 0)
+        return -1;
+    double before_num = NAN;
+    if (old_num != Py_None && as_number(old_num, &before_num) < 0)
+        return -1;
+    int differ = isnan(before_num) != isnan(after_num) ||
+        (!isnan(before_num) && before_num != after_num);
     if (differ && (entry = PyDict_GetItemWithError(ix[IX_NUM_ALL], name)) != NULL) {
-        if (old_num == Py_None || new_num == Py_None) {
-            if (add_turned(join, leave, entry, old_num == Py_None) < 0)
+        if (isnan(before_num) || isnan(after_num)) {
+            if (add_turned(join, leave, entry, isnan(before_num)) < 0)
                 return -1;
         }
         else {
-            double before, after;
-            if (as_number(old_num, &before) < 0 || as_number(new_num, &after) < 0)
-                return -1;
+            double before = before_num, after = after_num;
             PyObject *runs = PyDict_GetItemWithError(ix[IX_THRESHOLDS], name);
             if (runs == NULL) {
                 if (!PyErr_Occurred())
@@ -1587,17 +1726,12 @@ field_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *C, 
     }
     else if (PyErr_Occurred())
         return -1;
-    PyObject *new_date = get_or(DT, name, Py_None);
-    if (new_date == NULL)
+    int64_t before_date = NO_DATE;
+    if (old_date != Py_None && as_time(old_date, &before_date) < 0)
         return -1;
-    differ = PyObject_RichCompareBool(old_date, new_date, Py_NE);
-    if (differ < 0)
-        return -1;
-    if (differ && (table = PyDict_GetItemWithError(ix[IX_DATES], name)) != NULL) {
-        int64_t before = 0, after = 0;
-        if ((old_date != Py_None && as_time(old_date, &before) < 0) ||
-            (new_date != Py_None && as_time(new_date, &after) < 0))
-            return -1;
+    if (before_date != after_date &&
+        (table = PyDict_GetItemWithError(ix[IX_DATES], name)) != NULL) {
+        int has_before = before_date != NO_DATE, has_after = after_date != NO_DATE;
         for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(table); k++) {
             PyObject *atom = PyTuple_GET_ITEM(table, k);
             int within = PyObject_IsTrue(PyTuple_GET_ITEM(atom, 0));
@@ -1605,8 +1739,8 @@ field_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *C, 
             if (within < 0)
                 return -1;
             int64_item(atom, 1, &window);
-            int now_true = date_truth(within, window, new_date != Py_None, after, now);
-            if (date_truth(within, window, old_date != Py_None, before, now) != now_true &&
+            int now_true = date_truth(within, window, has_after, after_date, now);
+            if (date_truth(within, window, has_before, before_date, now) != now_true &&
                 add_turned(join, leave, PyTuple_GET_ITEM(atom, 2), now_true) < 0)
                 return -1;
         }
@@ -1616,19 +1750,20 @@ field_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *C, 
     return 0;
 }
 
-/* field_candidates(C, N, DT, old_fields, now) -> (join, leave): the field part of
+
+/* field_candidates(V, old_fields, now, W=None) -> (join, leave): the field part of
  * CompiledTenant.candidates, old_fields being {name: (key, number, date) before} */
 static PyObject *
 Tenant_field_candidates(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 5 || nargs > 6 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) ||
-        !PyDict_Check(args[2]) || !PyDict_Check(args[3])) {
+    if (nargs < 3 || nargs > 4 || !Py_IS_TYPE(args[0], &ViewType) ||
+        ((ViewObject *)args[0])->n != self->nfields || !PyDict_Check(args[1])) {
         PyErr_SetString(PyExc_TypeError,
-                        "field_candidates(C, N, DT, old_fields, now, W=None)");
+                        "field_candidates(V: this tenant's view, old_fields, now, W=None)");
         return NULL;
     }
     /* W, the lead's watch: predicates that can mark no list under it are not worked out */
-    PyObject *W = nargs == 6 && args[5] != Py_None ? args[5] : NULL;
+    PyObject *W = nargs == 4 && args[3] != Py_None ? args[3] : NULL;
     if (W != NULL && (!PyByteArray_Check(W) || PyByteArray_GET_SIZE(W) != self->size)) {
         PyErr_SetString(PyExc_ValueError, "W is a bytearray of one byte per list");
         return NULL;
@@ -1638,19 +1773,19 @@ Tenant_field_candidates(TenantObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     int64_t now;
-    if (as_time(args[4], &now) < 0)
+    if (as_time(args[2], &now) < 0)
         return NULL;
     PyObject *join = PyList_New(0), *leave = PyList_New(0), *name, *old;
     if (join == NULL || leave == NULL)
         goto error;
-    PyObject *items = PyDict_Items(args[3]);  /* a copy: a regex runs in between */
+    PyObject *items = PyDict_Items(args[1]);  /* a copy: a regex runs in between */
     if (items == NULL)
         goto error;
     for (Py_ssize_t k = 0; k < PyList_GET_SIZE(items); k++) {
         PyObject *item = PyList_GET_ITEM(items, k);
         name = PyTuple_GET_ITEM(item, 0);
         old = PyTuple_GET_ITEM(item, 1);
-        if (field_changed(self, join, leave, args[0], args[1], args[2], W, name, old,
+        if (field_changed(self, join, leave, (const ViewObject *)args[0], W, name, old,
                           now) < 0) {
             Py_DECREF(items);
             goto error;
@@ -1915,28 +2050,94 @@ number_of(PyObject *value, PyObject *to_number)
     return PyObject_CallOneArg(to_number, value);
 }
 
-/* dict[key] = value, or del dict[key] when value is None; 0 or -1. */
-static int
-set_or_drop(PyObject *dict, PyObject *key, PyObject *value)
+/* A view entry as Python objects: (key or None, number or None, date or None). */
+static PyObject *
+entry_of(const ViewObject *V, Py_ssize_t f)
 {
-    if (value != Py_None)
-        return PyDict_SetItem(dict, key, value);
-    if (PyDict_DelItem(dict, key) == 0)
-        return 0;
-    if (!PyErr_ExceptionMatches(PyExc_KeyError))
+    PyObject *key = V->key[f] ? V->key[f] : Py_None;
+    PyObject *number = isnan(V->num[f]) ? Py_None : PyFloat_FromDouble(V->num[f]);
+    PyObject *date = V->date[f] == NO_DATE ? Py_None : PyLong_FromLongLong(V->date[f]);
+    if (number == NULL || date == NULL) {
+        if (number != Py_None)
+            Py_XDECREF(number);
+        if (date != Py_None)
+            Py_XDECREF(date);
+        return NULL;
+    }
+    if (number == Py_None)
+        Py_INCREF(Py_None);
+    if (date == Py_None)
+        Py_INCREF(Py_None);
+    Py_INCREF(key);
+    PyObject *entry = PyTuple_New(3);
+    if (entry == NULL) {
+        Py_DECREF(key);
+        Py_DECREF(number);
+        Py_DECREF(date);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(entry, 0, key);
+    PyTuple_SET_ITEM(entry, 1, number);
+    PyTuple_SET_ITEM(entry, 2, date);
+    return entry;
+}
+
+/* Field f of a view set to (key, number, date), each None or a str, float and int. */
+static int
+set_entry(ViewObject *V, Py_ssize_t f, PyObject *key, PyObject *number, PyObject *date)
+{
+    double x = NAN;
+    int64_t day = NO_DATE;
+    if (key != Py_None && !PyUnicode_CheckExact(key)) {
+        PyErr_SetString(PyExc_TypeError, "a comparison key is a str");
         return -1;
-    PyErr_Clear();
+    }
+    if (number != Py_None) {
+        if (as_number(number, &x) < 0)
+            return -1;
+        if (isnan(x)) {
+            PyErr_SetString(PyExc_ValueError, "a number of the view is not NaN");
+            return -1;
+        }
+    }
+    if (date != Py_None) {
+        if (as_time(date, &day) < 0)
+            return -1;
+        if (day == NO_DATE) {
+            PyErr_SetString(PyExc_ValueError, "a date beyond the years 1-9999");
+            return -1;
+        }
+    }
+    PyObject *old = V->key[f];
+    if (key == Py_None)
+        V->key[f] = NULL;
+    else {
+        Py_INCREF(key);
+        V->key[f] = key;
+    }
+    Py_XDECREF(old);
+    V->num[f] = x;
+    V->date[f] = day;
     return 0;
+}
+
+/* A field's number in this tenant's views, or -1 when no list reads it (-2 on error). */
+static Py_ssize_t
+field_id(TenantObject *self, PyObject *name)
+{
+    PyObject *id = PyDict_GetItemWithError(self->field_ids, name);
+    if (id == NULL)
+        return PyErr_Occurred() ? -2 : -1;
+    return PyLong_AsSsize_t(id);
 }
 
 /* One field of the view set to its value's (key, number, date); its old entry. */
 static PyObject *
-update_field(TenantObject *self, PyObject *C, PyObject *N, PyObject *DT, PyObject *name,
+update_field(TenantObject *self, ViewObject *V, Py_ssize_t f, PyObject *name,
              PyObject *value)
 {
     PyObject **fx = &PyTuple_GET_ITEM(self->fields, 0);
     PyObject *entry[3] = {NULL, NULL, NULL}, *old = NULL;
-    PyObject *views[3] = {C, N, DT};
     int numeric = PySet_Contains(fx[FX_NUMERIC], name);
     int dated = numeric < 0 ? -1 : PySet_Contains(fx[FX_DATES], name);
     if (dated < 0)
@@ -1960,44 +2161,33 @@ update_field(TenantObject *self, PyObject *C, PyObject *N, PyObject *DT, PyObjec
     }
     if (entry[2] == NULL)
         goto done;
-    old = PyTuple_New(3);
-    if (old == NULL)
-        goto done;
-    for (int k = 0; k < 3; k++) {
-        PyObject *was = get_or(views[k], name, Py_None);
-        if (was == NULL)
-            goto fail;
-        Py_INCREF(was);
-        PyTuple_SET_ITEM(old, k, was);
-    }
-    for (int k = 0; k < 3; k++)
-        if (set_or_drop(views[k], name, entry[k]) < 0)
-            goto fail;
-    goto done;
-fail:
-    Py_CLEAR(old);
+    old = entry_of(V, f);
+    if (old != NULL && set_entry(V, f, entry[0], entry[1], entry[2]) < 0)
+        Py_CLEAR(old);
 done:
     for (int k = 0; k < 3; k++)
         Py_XDECREF(entry[k]);
     return old;
 }
 
-/* update_view(C, N, DT, values, changed) -> {field: old (key, number, date)}: the view's
- * entries of the changed fields set to their values' now, as CompiledTenant.update_view
- * does one field at a time. */
+/* update_view(V, values, changed) -> {field: old (key, number, date)}: the view's entries
+ * of the changed fields that lists read set to their values' now, as
+ * CompiledTenant.update_view does one field at a time. */
 static PyObject *
 Tenant_update_view(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) ||
-        !PyDict_Check(args[2]) || !PyDict_Check(args[3]) || !PyDict_Check(args[4])) {
-        PyErr_SetString(PyExc_TypeError, "update_view(C, N, DT, values, changed)");
+    if (nargs != 3 || !Py_IS_TYPE(args[0], &ViewType) ||
+        ((ViewObject *)args[0])->n != self->nfields || !PyDict_Check(args[1]) ||
+        !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "update_view(V: this tenant's view, values, changed)");
         return NULL;
     }
     if (self->fields == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "set_fields was not called");
         return NULL;
     }
-    PyObject *names = PyDict_Keys(args[4]);  /* a copy: conversions run Python code */
+    ViewObject *V = (ViewObject *)args[0];
+    PyObject *names = PyDict_Keys(args[2]);  /* a copy: conversions run Python code */
     PyObject *olds = names == NULL ? NULL : PyDict_New();
     if (olds == NULL) {
         Py_XDECREF(names);
@@ -2005,11 +2195,16 @@ Tenant_update_view(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     for (Py_ssize_t k = 0; k < PyList_GET_SIZE(names); k++) {
         PyObject *name = PyList_GET_ITEM(names, k);
-        PyObject *value = get_or(args[3], name, Py_None);
+        Py_ssize_t f = field_id(self, name);
+        if (f == -2)
+            goto error;
+        if (f < 0)
+            continue;  /* no list reads it */
+        PyObject *value = get_or(args[1], name, Py_None);
         if (value == NULL)
             goto error;
         Py_INCREF(value);
-        PyObject *old = update_field(self, args[0], args[1], args[2], name, value);
+        PyObject *old = update_field(self, V, f, name, value);
         Py_DECREF(value);
         if (old == NULL || PyDict_SetItem(olds, name, old) < 0) {
             Py_XDECREF(old);
@@ -2023,6 +2218,53 @@ error:
     Py_DECREF(names);
     Py_DECREF(olds);
     return NULL;
+}
+
+/* view() -> an empty view of this tenant's fields */
+static PyObject *
+Tenant_view(TenantObject *self, PyObject *unused)
+{
+    return (PyObject *)view_new(self->nfields);
+}
+
+/* set_entry(V, field, key, number, date): one field of a view set as it is given */
+static PyObject *
+Tenant_set_entry(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !Py_IS_TYPE(args[0], &ViewType) ||
+        ((ViewObject *)args[0])->n != self->nfields) {
+        PyErr_SetString(PyExc_TypeError,
+                        "set_entry(V: this tenant's view, field, key, number, date)");
+        return NULL;
+    }
+    Py_ssize_t f = field_id(self, args[1]);
+    if (f == -1)
+        PyErr_SetString(PyExc_KeyError, "no list reads this field");
+    if (f < 0 || set_entry((ViewObject *)args[0], f, args[2], args[3], args[4]) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* entries(V) -> {field: (key, number, date)} of the fields that are not empty */
+static PyObject *
+Tenant_entries(TenantObject *self, PyObject *arg)
+{
+    if (!Py_IS_TYPE(arg, &ViewType) || ((ViewObject *)arg)->n != self->nfields) {
+        PyErr_SetString(PyExc_TypeError, "entries(V: this tenant's view)");
+        return NULL;
+    }
+    const ViewObject *V = (const ViewObject *)arg;
+    PyObject *out = PyDict_New();
+    for (Py_ssize_t f = 0; out != NULL && f < V->n; f++) {
+        if (V->key[f] == NULL && isnan(V->num[f]) && V->date[f] == NO_DATE)
+            continue;
+        PyObject *entry = entry_of(V, f);
+        if (entry == NULL ||
+            PyDict_SetItem(out, PyTuple_GET_ITEM(self->field_names, f), entry) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(entry);
+    }
+    return out;
 }
 
 /* merge_fields(values, versions, fields, version, changed): an upsert's fields merged
@@ -2101,19 +2343,25 @@ static PyMethodDef Tenant_methods[] = {
     {"set_index", (PyCFunction)Tenant_set_index, METH_VARARGS,
      "set_index(eq, empty, strings, num_all, thresholds, dates): the predicate indexes"},
     {"field_candidates", (PyCFunction)(void (*)(void))Tenant_field_candidates, METH_FASTCALL,
-     "field_candidates(C, N, DT, old_fields, now, W=None) -> (join, leave)"},
+     "field_candidates(V, old_fields, now, W=None) -> (join, leave)"},
     {"set_fields", (PyCFunction)Tenant_set_fields, METH_VARARGS,
      "set_fields(numeric, dates, canon, to_number, to_date_us): what update_view needs"},
     {"update_view", (PyCFunction)(void (*)(void))Tenant_update_view, METH_FASTCALL,
-     "update_view(C, N, DT, values, changed) -> {field: old (key, number, date)}"},
+     "update_view(V, values, changed) -> {field: old (key, number, date)}"},
+    {"view", (PyCFunction)Tenant_view, METH_NOARGS,
+     "view() -> an empty field view for this tenant's lists"},
+    {"set_entry", (PyCFunction)(void (*)(void))Tenant_set_entry, METH_FASTCALL,
+     "set_entry(V, field, key, number, date): one field of a view, as given"},
+    {"entries", (PyCFunction)Tenant_entries, METH_O,
+     "entries(V) -> {field: (key, number, date)} of the fields that are not empty"},
     {"set_time", (PyCFunction)Tenant_set_time, METH_VARARGS,
      "set_time(dates, timed): the tables next_flip reads"},
     {"next_flip", (PyCFunction)(void (*)(void))Tenant_next_flip, METH_FASTCALL,
-     "next_flip(DT, A, now) -> the earliest moment a time predicate changes, or None"},
+     "next_flip(V, A, now) -> the earliest moment a time predicate changes, or None"},
     {"evaluate_all", (PyCFunction)(void (*)(void))Tenant_evaluate_all, METH_FASTCALL,
-     "evaluate_all(C, N, DT, T, S, A, W, now) -> set of list ids"},
+     "evaluate_all(V, T, S, A, W, now) -> set of list ids"},
     {"evaluate_dirty", (PyCFunction)(void (*)(void))Tenant_evaluate_dirty, METH_FASTCALL,
-     "evaluate_dirty(C, N, DT, T, S, A, W, join, leave, both, now) -> deltas"},
+     "evaluate_dirty(V, T, S, A, W, join, leave, both, now) -> deltas"},
     {NULL}
 };
 
@@ -2451,7 +2699,7 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__native(void)
 {
-    if (PyType_Ready(&TenantType) < 0)
+    if (PyType_Ready(&TenantType) < 0 || PyType_Ready(&ViewType) < 0)
         return NULL;
     EMPTY_STR = PyUnicode_FromString("");
     ADDED = PyUnicode_InternFromString("added");

@@ -543,8 +543,13 @@ class CompiledTenant:
         return canon(value), number, date
 
     def view_of(self, state):
-        """The (C, N, DT) dictionaries of a lead, cached on its state for this tenant."""
-        if state.view_owner is not self:
+        """The field view of a lead, cached on its state for this tenant: with the C
+        module one of its views (entries by field number), else the (C, N, DT) dicts."""
+        if state.view_owner is not self and self.native is not None:
+            view = self.native.view()
+            self.native.update_view(view, state.values, state.values)
+            state.view, state.view_owner = view, self
+        elif state.view_owner is not self:
             C, N, DT = {}, {}, {}
             for name, value in state.values.items():
                 key, number, date = self.field_entry(name, value)
@@ -580,8 +585,7 @@ class CompiledTenant:
     def update_fields(self, view, values, changed):
         """update_view() for each field in `changed`: {field: its old (key, number, date)}."""
         if self.native is not None:
-            C, N, DT = view
-            return self.native.update_view(C, N, DT, values, changed)
+            return self.native.update_view(view, values, changed)
         update = self.update_view
         return {name: update(view, name, values.get(name)) for name in changed}
 
@@ -591,11 +595,11 @@ class CompiledTenant:
 
         `watch` (a bytearray of one byte per list), when given, receives each list's watch.
         """
-        C, N, DT = view
         if watch is None:
             watch = bytearray(self.size)
         if self.native is not None:
-            return self.native.evaluate_all(C, N, DT, tags, statics, acts, watch, now)
+            return self.native.evaluate_all(view, tags, statics, acts, watch, now)
+        C, N, DT = view
         return self._full(C, N, DT, tags, statics, set(), acts, now, watch)
 
     def diff(self, before, after):
@@ -639,9 +643,8 @@ class CompiledTenant:
         module's are packed). With the lead's `watch`, the C module does not work out
         string predicates that could mark no list under it.
         """
-        C, N, DT = view
         if self.native is not None:
-            join, leave = self.native.field_candidates(C, N, DT, old_fields, now, watch)
+            join, leave = self.native.field_candidates(view, old_fields, now, watch)
             if changes.activities:
                 more_join, more_leave = self.native.activity_candidates(
                     acts, changes.activities, now)
@@ -745,7 +748,10 @@ class CompiledTenant:
         """(join, leave, any), as from candidates(), of the time predicates that change
         value exactly at `moment` (a moment next_flip returned)."""
         join, leave = [], []
-        DT = view[2]
+        if self.native is not None:
+            DT = {name: entry[2] for name, entry in self.native.entries(view).items()}
+        else:
+            DT = view[2]
         for name, atoms in self.date_atoms.items():
             date = DT.get(name)
             if date is None:
@@ -795,9 +801,8 @@ class CompiledTenant:
         """
         join, leave, both = candidates
         if self.native is not None:
-            C, N, DT = view
-            return self.native.evaluate_dirty(C, N, DT, tags, statics, acts, watch, join,
-                                              leave, both, now)
+            return self.native.evaluate_dirty(view, tags, statics, acts, watch, join, leave,
+                                              both, now)
         todo = set(both)
         add = todo.add
         # a join code counts only while its conjunct is the list's first false one; a
@@ -855,7 +860,7 @@ class CompiledTenant:
         on (kind, ref, window) comes from the largest bound the count can still cross.
         """
         if self.native is not None:
-            return self.native.next_flip(view[2], acts, now)
+            return self.native.next_flip(view, acts, now)
         best = math.inf
         DT = view[2]
         for name, (has_within, windows) in self.date_windows.items():
