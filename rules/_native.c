@@ -63,6 +63,8 @@ typedef struct {
     PyObject_HEAD
     Py_ssize_t n;
     PyObject **key;
+    int32_t *kid;      /* the key's number among the tenant's eq/in constants: 0 for an
+                          empty field, -1 for a key no constant equals */
     double *num;
     int64_t *date;
 } ViewObject;
@@ -73,6 +75,7 @@ View_dealloc(ViewObject *self)
     for (Py_ssize_t i = 0; i < self->n; i++)
         Py_XDECREF(self->key[i]);
     PyMem_Free(self->key);
+    PyMem_Free(self->kid);
     PyMem_Free(self->num);
     PyMem_Free(self->date);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -95,9 +98,10 @@ view_new(Py_ssize_t n)
         return NULL;
     view->n = n;
     view->key = PyMem_Calloc((size_t)(n ? n : 1), sizeof(PyObject *));
+    view->kid = PyMem_Calloc((size_t)(n ? n : 1), sizeof(int32_t));
     view->num = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(double));
     view->date = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int64_t));
-    if (view->key == NULL || view->num == NULL || view->date == NULL) {
+    if (view->key == NULL || view->kid == NULL || view->num == NULL || view->date == NULL) {
         view->n = 0;
         Py_DECREF(view);
         return (ViewObject *)PyErr_NoMemory();
@@ -114,6 +118,9 @@ view_new(Py_ssize_t n)
 typedef struct {
     const ViewObject *V;
     const Py_ssize_t *field_of;  /* constant index -> field number */
+    const int32_t *kid_of;       /* constant index -> its number as an eq key */
+    int32_t *const *in_kids;     /* constant index -> an in-set's key numbers, sorted */
+    const Py_ssize_t *in_len;
     PyObject *T, *S, *A, *W;
     PyObject **consts;
     Py_ssize_t nconsts;
@@ -386,23 +393,24 @@ eval_node(const Ctx *ctx, const int64_t *p)
     case OP_NEQ:
     case OP_IN:
     case OP_NOT_IN: {
-        /* the field's key compared with the constant; a missing field is None */
-        PyObject *value = ctx->V->key[ctx->field_of[p[2]]];
-        PyObject *key = constant(ctx, p[3]);
+        /* the field's key compared with the constant by their numbers: equal keys have
+           the same, a key no constant equals has -1, an empty field (None) 0 */
+        int32_t kid = ctx->V->kid[ctx->field_of[p[2]]];
         int found;
-        if (value == NULL)
-            value = Py_None;
-        if (op == OP_IN || op == OP_NOT_IN)
-            found = PySet_Contains(key, value);
-        else if (value == key)
-            found = 1;
-        else if (PyUnicode_CheckExact(value) && PyUnicode_CheckExact(key) &&
-                 PyUnicode_GET_LENGTH(value) != PyUnicode_GET_LENGTH(key))
-            found = 0;
-        else
-            found = PyObject_RichCompareBool(value, key, Py_EQ);
-        if (found < 0)
-            return -1;
+        if (op == OP_EQ || op == OP_NEQ)
+            found = kid == ctx->kid_of[p[3]];
+        else {
+            const int32_t *kids = ctx->in_kids[p[3]];
+            Py_ssize_t lo = 0, hi = ctx->in_len[p[3]];
+            while (lo < hi) {
+                Py_ssize_t mid = (lo + hi) / 2;
+                if (kids[mid] < kid)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            found = kid >= 0 && lo < ctx->in_len[p[3]] && kids[lo] == kid;
+        }
         return (op == OP_EQ || op == OP_IN) ? found : !found;
     }
     case OP_GT:
@@ -481,6 +489,13 @@ eval_node(const Ctx *ctx, const int64_t *p)
 
 /* -- the compiled tenant ------------------------------------------------------------- */
 
+static int
+compare_int32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
 typedef struct {
     PyObject_HEAD
     Py_ssize_t size;       /* number of lists */
@@ -500,7 +515,86 @@ typedef struct {
     PyObject *field_names; /* tuple: field number -> name */
     PyObject *field_ids;   /* dict: name -> field number */
     Py_ssize_t *date_ids;  /* per entry of `dates` (set_time): its field number or -1 */
+    PyObject *key_ids;     /* dict: each eq/in constant key (a str) -> its number, from 1 */
+    int32_t *kid_of;       /* per constant: its number as an eq key (None: 0), else -1 */
+    int32_t **in_kids;     /* per constant: the sorted numbers of an in-set's keys */
+    Py_ssize_t *in_len;
 } TenantObject;
+
+/* The number of an eq/in constant key, numbered the first time it is met: None (an empty
+ * field) is 0, a str 1 on; -1 for anything else (or on error). */
+static int32_t
+key_number(TenantObject *t, PyObject *key)
+{
+    if (key == Py_None)
+        return 0;
+    if (!PyUnicode_CheckExact(key))
+        return -1;
+    if (t->key_ids == NULL && (t->key_ids = PyDict_New()) == NULL)
+        return -1;
+    PyObject *id = PyDict_GetItemWithError(t->key_ids, key);
+    if (id != NULL)
+        return (int32_t)PyLong_AsLong(id);
+    if (PyErr_Occurred() || PyDict_GET_SIZE(t->key_ids) >= INT32_MAX - 1)
+        return -1;
+    int32_t number = (int32_t)PyDict_GET_SIZE(t->key_ids) + 1;
+    id = PyLong_FromLong(number);
+    if (id == NULL || PyDict_SetItem(t->key_ids, key, id) < 0) {
+        Py_XDECREF(id);
+        return -1;
+    }
+    Py_DECREF(id);
+    return number;
+}
+
+/* A view key's number: 0 for None, a constant's number, or -1 when no constant equals it;
+ * -2 on error. */
+static int32_t
+key_kid(const TenantObject *t, PyObject *key)
+{
+    if (key == Py_None)
+        return 0;
+    if (t->key_ids == NULL)
+        return -1;
+    PyObject *id = PyDict_GetItemWithError(t->key_ids, key);
+    if (id == NULL)
+        return PyErr_Occurred() ? -2 : -1;
+    return (int32_t)PyLong_AsLong(id);
+}
+
+/* The sorted numbers of the keys of the in-set at constant c; 0, or -1 when it holds
+ * anything but str and None. */
+static int
+in_set_numbers(TenantObject *t, Py_ssize_t c)
+{
+    PyObject *set = PyTuple_GET_ITEM(t->consts, c), *key;
+    Py_ssize_t n = PySet_GET_SIZE(set), k = 0;
+    int32_t *kids = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int32_t));
+    PyObject *iter = kids == NULL ? NULL : PyObject_GetIter(set);
+    if (iter == NULL) {
+        PyMem_Free(kids);
+        return -1;
+    }
+    while ((key = PyIter_Next(iter)) != NULL) {
+        int32_t number = k < n ? key_number(t, key) : -1;
+        Py_DECREF(key);
+        if (number < 0) {
+            Py_DECREF(iter);
+            PyMem_Free(kids);
+            return -1;
+        }
+        kids[k++] = number;
+    }
+    Py_DECREF(iter);
+    if (PyErr_Occurred()) {
+        PyMem_Free(kids);
+        return -1;
+    }
+    qsort(kids, (size_t)k, sizeof(int32_t), compare_int32);
+    t->in_kids[c] = kids;
+    t->in_len[c] = k;
+    return 0;
+}
 
 /* A run of an index entry: (list, slot) pairs or list indexes, either a tuple of them
  * or, as the compiler hands them, packed in bytes as native int32 (a pair is two). Its
@@ -572,13 +666,18 @@ check_node(TenantObject *t, const int64_t *p, const int64_t *end, int depth)
     case OP_EQ:
     case OP_NEQ:
         NEED(4);
-        return CONST_OK(p[2]) && CONST_OK(p[3]) ? 0 : -1;
+        if (!CONST_OK(p[2]) || !CONST_OK(p[3]))
+            return -1;
+        if (t->kid_of[p[3]] < 0)
+            t->kid_of[p[3]] = key_number(t, PyTuple_GET_ITEM(t->consts, p[3]));
+        return t->kid_of[p[3]] >= 0 ? 0 : -1;
     case OP_IN:
     case OP_NOT_IN:
         NEED(4);
-        if (!CONST_OK(p[2]) || !CONST_OK(p[3]))
+        if (!CONST_OK(p[2]) || !CONST_OK(p[3]) ||
+            !PyFrozenSet_CheckExact(PyTuple_GET_ITEM(t->consts, p[3])))
             return -1;
-        return PyAnySet_Check(PyTuple_GET_ITEM(t->consts, p[3])) ? 0 : -1;
+        return t->in_kids[p[3]] != NULL ? 0 : in_set_numbers(t, p[3]);
     case OP_GT:
     case OP_GTE:
     case OP_LT:
@@ -642,6 +741,13 @@ Tenant_dealloc(TenantObject *self)
     Py_XDECREF(self->field_names);
     Py_XDECREF(self->field_ids);
     PyMem_Free(self->date_ids);
+    Py_XDECREF(self->key_ids);
+    PyMem_Free(self->kid_of);
+    if (self->in_kids != NULL)
+        for (Py_ssize_t c = 0; c < PyTuple_GET_SIZE(self->consts); c++)
+            PyMem_Free(self->in_kids[c]);
+    PyMem_Free(self->in_kids);
+    PyMem_Free(self->in_len);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -683,8 +789,18 @@ Tenant_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         return PyErr_NoMemory();
     }
-    for (Py_ssize_t c = 0; c < nconsts; c++)
+    self->kid_of = PyMem_Malloc((size_t)(nconsts ? nconsts : 1) * sizeof(int32_t));
+    self->in_kids = PyMem_Calloc((size_t)(nconsts ? nconsts : 1), sizeof(int32_t *));
+    self->in_len = PyMem_Calloc((size_t)(nconsts ? nconsts : 1), sizeof(Py_ssize_t));
+    if (self->kid_of == NULL || self->in_kids == NULL || self->in_len == NULL) {
+        PyBuffer_Release(&code);
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t c = 0; c < nconsts; c++) {
         self->field_of[c] = -1;
+        self->kid_of[c] = -1;
+    }
     int bad = code.len % (Py_ssize_t)sizeof(int64_t) != 0 || PyTuple_GET_SIZE(rev) != self->size;
     PyBuffer_Release(&code);
     for (Py_ssize_t i = 0; !bad && i < self->size; i++)
@@ -807,6 +923,9 @@ make_ctx(TenantObject *t, Ctx *ctx, PyObject *V, PyObject *T, PyObject *S, PyObj
     }
     ctx->V = (const ViewObject *)V;
     ctx->field_of = t->field_of;
+    ctx->kid_of = t->kid_of;
+    ctx->in_kids = t->in_kids;
+    ctx->in_len = t->in_len;
     ctx->T = T;
     ctx->S = S;
     ctx->A = A;
@@ -2082,9 +2201,11 @@ entry_of(const ViewObject *V, Py_ssize_t f)
     return entry;
 }
 
-/* Field f of a view set to (key, number, date), each None or a str, float and int. */
+/* Field f of a tenant's view set to (key, number, date), each None or a str, float and
+ * int. */
 static int
-set_entry(ViewObject *V, Py_ssize_t f, PyObject *key, PyObject *number, PyObject *date)
+set_entry(const TenantObject *t, ViewObject *V, Py_ssize_t f, PyObject *key, PyObject *number,
+          PyObject *date)
 {
     double x = NAN;
     int64_t day = NO_DATE;
@@ -2092,6 +2213,9 @@ set_entry(ViewObject *V, Py_ssize_t f, PyObject *key, PyObject *number, PyObject
         PyErr_SetString(PyExc_TypeError, "a comparison key is a str");
         return -1;
     }
+    int32_t kid = key_kid(t, key);
+    if (kid == -2)
+        return -1;
     if (number != Py_None) {
         if (as_number(number, &x) < 0)
             return -1;
@@ -2116,6 +2240,7 @@ set_entry(ViewObject *V, Py_ssize_t f, PyObject *key, PyObject *number, PyObject
         V->key[f] = key;
     }
     Py_XDECREF(old);
+    V->kid[f] = kid;
     V->num[f] = x;
     V->date[f] = day;
     return 0;
@@ -2162,7 +2287,7 @@ update_field(TenantObject *self, ViewObject *V, Py_ssize_t f, PyObject *name,
     if (entry[2] == NULL)
         goto done;
     old = entry_of(V, f);
-    if (old != NULL && set_entry(V, f, entry[0], entry[1], entry[2]) < 0)
+    if (old != NULL && set_entry(self, V, f, entry[0], entry[1], entry[2]) < 0)
         Py_CLEAR(old);
 done:
     for (int k = 0; k < 3; k++)
@@ -2240,7 +2365,7 @@ Tenant_set_entry(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t f = field_id(self, args[1]);
     if (f == -1)
         PyErr_SetString(PyExc_KeyError, "no list reads this field");
-    if (f < 0 || set_entry((ViewObject *)args[0], f, args[2], args[3], args[4]) < 0)
+    if (f < 0 || set_entry(self, (ViewObject *)args[0], f, args[2], args[3], args[4]) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
