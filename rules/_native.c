@@ -49,6 +49,7 @@ enum {
 #define MAX_SLOT 254
 
 static PyObject *EMPTY_STR;   /* "" */
+static PyObject *EMPTY_SET;   /* frozenset() */
 static PyObject *ADDED, *REMOVED;
 
 /* -- the field view -------------------------------------------------------------------- */
@@ -2460,6 +2461,58 @@ error:
     return NULL;
 }
 
+static PyObject *native_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+/* on_change(V, T, S, A, W, old_fields, activities, now, members, tenant, lead, when, cause,
+ * seq, Delta) -> (deltas, seq): the incremental step of an event that changed fields and
+ * activities only, in one call: field_candidates, activity_candidates, evaluate_dirty and
+ * record, as CompiledTenant.candidates and LeadProcessor._evaluate and _record chain them. */
+static PyObject *
+Tenant_on_change(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 15) {
+        PyErr_SetString(PyExc_TypeError, "on_change(V, T, S, A, W, old_fields, activities, "
+                        "now, members, tenant, lead, when, cause, seq, Delta)");
+        return NULL;
+    }
+    PyObject *V = args[0], *T = args[1], *S = args[2], *A = args[3], *W = args[4];
+    PyObject *old_fields = args[5], *activities = args[6], *now = args[7];
+    PyObject *candidates[4] = {V, old_fields, now, W};
+    PyObject *pair = Tenant_field_candidates(self, candidates, 4), *found = NULL;
+    if (pair == NULL)
+        return NULL;
+    PyObject *join = PyTuple_GET_ITEM(pair, 0), *leave = PyTuple_GET_ITEM(pair, 1);
+    int truth = PyObject_IsTrue(activities);
+    if (truth < 0)
+        goto done;
+    if (truth) {
+        PyObject *more_args[3] = {A, activities, now};
+        PyObject *more = Tenant_activity_candidates(self, more_args, 3);
+        if (more == NULL)
+            goto done;
+        int failed = PyList_SetSlice(join, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX,
+                                     PyTuple_GET_ITEM(more, 0)) < 0 ||
+            PyList_SetSlice(leave, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX,
+                            PyTuple_GET_ITEM(more, 1)) < 0;
+        Py_DECREF(more);
+        if (failed)
+            goto done;
+    }
+    PyObject *evaluate[9] = {V, T, S, A, W, join, leave, EMPTY_SET, now};
+    found = Tenant_evaluate_dirty(self, evaluate, 9);
+    if (found == NULL)
+        goto done;
+    PyObject *record[9] = {found, args[8], args[9], args[10], args[11], args[12], args[13],
+                           Py_None, args[14]};
+    PyObject *result = native_record(NULL, record, 9);
+    Py_DECREF(found);
+    Py_DECREF(pair);
+    return result;
+done:
+    Py_DECREF(pair);
+    return NULL;
+}
+
 static PyMethodDef Tenant_methods[] = {
     {"set_activity", (PyCFunction)Tenant_set_activity, METH_VARARGS,
      "set_activity(groups): the activity predicates, grouped by what they count"},
@@ -2473,6 +2526,9 @@ static PyMethodDef Tenant_methods[] = {
      "set_fields(numeric, dates, canon, to_number, to_date_us): what update_view needs"},
     {"update_view", (PyCFunction)(void (*)(void))Tenant_update_view, METH_FASTCALL,
      "update_view(V, values, changed) -> {field: old (key, number, date)}"},
+    {"on_change", (PyCFunction)(void (*)(void))Tenant_on_change, METH_FASTCALL,
+     "on_change(V, T, S, A, W, old_fields, activities, now, members, tenant, lead, when, "
+     "cause, seq, Delta) -> (deltas, seq)"},
     {"view", (PyCFunction)Tenant_view, METH_NOARGS,
      "view() -> an empty field view for this tenant's lists"},
     {"set_entry", (PyCFunction)(void (*)(void))Tenant_set_entry, METH_FASTCALL,
@@ -2827,9 +2883,10 @@ PyInit__native(void)
     if (PyType_Ready(&TenantType) < 0 || PyType_Ready(&ViewType) < 0)
         return NULL;
     EMPTY_STR = PyUnicode_FromString("");
+    EMPTY_SET = PyFrozenSet_New(NULL);
     ADDED = PyUnicode_InternFromString("added");
     REMOVED = PyUnicode_InternFromString("removed");
-    if (EMPTY_STR == NULL || ADDED == NULL || REMOVED == NULL)
+    if (EMPTY_STR == NULL || EMPTY_SET == NULL || ADDED == NULL || REMOVED == NULL)
         return NULL;
     const char *sha = "c";
 #ifdef HAVE_SHA_NI_PATH

@@ -63,21 +63,31 @@ class LeadProcessor:
             old_fields = {name: ct.field_entry(name, old)
                           for name, old in changes.fields.items()}
         cause, when = event.event_id, event.occurred_at
-        if not state.exists:
-            found = [(lid, False, 0) for lid in sorted(state.members)]
-            state.watch = None  # a lead that comes back is evaluated from scratch
-        elif not existed or changes.deleted:
-            found = self._full(ct, state, view, now)
+        exists = state.exists
+        watch = state.watch if state.watch is not None and len(state.watch) == ct.size \
+            else None
+        if exists and existed and not changes.deleted and watch is not None \
+                and ct.native is not None and not (changes.tags or changes.statics):
+            # the common case in one call into C: candidates, evaluation, deltas
+            found, state.seq = ct.native.on_change(
+                view, state.tag_set, state.static_set, state.acts, watch, old_fields,
+                changes.activities, now, state.members, tenant, lead, when, cause, state.seq,
+                Delta)
+            deltas += found
         else:
-            watch = state.watch if state.watch is not None and len(state.watch) == ct.size \
-                else None
-            candidates = ct.candidates(view, state.tag_set, state.acts, changes, old_fields, now,
-                                       watch)
-            found = self._evaluate(ct, state, view, candidates, now)
-        deltas += self._record(state, tenant, lead, found, when, cause)
+            if not exists:
+                found = [(lid, False, 0) for lid in sorted(state.members)]
+                state.watch = None  # a lead that comes back is evaluated from scratch
+            elif not existed or changes.deleted:
+                found = self._full(ct, state, view, now)
+            else:
+                candidates = ct.candidates(view, state.tag_set, state.acts, changes,
+                                           old_fields, now, watch)
+                found = self._evaluate(ct, state, view, candidates, now)
+            deltas += self._record(state, tenant, lead, found, when, cause)
         if ct.has_time and (changes.activities or changes.deleted or not existed
                             or not ct.date_fields.isdisjoint(changes.fields)):
-            state.next_flip = ct.next_flip(view, state.acts, now) if state.exists else None
+            state.next_flip = ct.next_flip(view, state.acts, now) if exists else None
         return APPLIED, deltas
 
     def on_timer(self, state, tenant, lead, now):

@@ -176,6 +176,11 @@ def test_bad_arguments_raise():
     assert t.activity_candidates({"k": [(1, "e", None)]}, {("k", None, 1, "e")}, 5) == \
         ([((0, 0),)], [()])  # the count rose from 0 to 1: `at least 1` turned true
     with pytest.raises(TypeError):
+        t.on_change(view(t), set(), set(), {}, bytearray(1), {}, set(), 0)  # too few
+    with pytest.raises(TypeError):
+        t.on_change({}, set(), set(), {}, bytearray(1), {}, set(), 0, {}, "t", "l", 0, "c", 0,
+                    tuple)  # a dict is not a view
+    with pytest.raises(TypeError):
         n.record([("a", True, 0)], [], "t", "l", 0, "c", 0, None, tuple)
     with pytest.raises(TypeError):
         n.record([("a", True)], {}, "t", "l", 0, "c", 0, None, tuple)
