@@ -4,9 +4,10 @@
  * to the word code evaluated here. Both read a lead's field view, tags (T), static lists
  * (S), watch (W) and activities (A), and must agree on every value: the property tests
  * run each against the reference interpreter. The Python path's view is three dicts
- * (keys, numbers, dates by field name); this module's is a View, three arrays indexed by
- * field number (the fields the tenant's lists read, numbered when the tenant is built),
- * which update_view fills with the same conversions. Without a C compiler this module is
+ * (keys, numbers, dates by field name); this module's is a View, an array of entries
+ * (key, key number, number, date) indexed by field number (the fields the tenant's lists
+ * read, numbered when the tenant is built), which update_view fills with the same
+ * conversions. Without a C compiler this module is
  * simply absent and the Python path runs.
  *
  * Word code (int64 words). A list's program is [slots, node, node, ...]: its watch is
@@ -61,24 +62,25 @@ static PyObject *ADDED, *REMOVED;
 #define NO_DATE INT64_MIN
 
 typedef struct {
+    PyObject *key;
+    int32_t kid;       /* the key's number among the tenant's eq/in constants: 0 for an
+                          empty field, -1 for a key no constant equals */
+    double num;
+    int64_t date;
+} Field;               /* one field's entry, together: a predicate reads one cache line */
+
+typedef struct {
     PyObject_HEAD
     Py_ssize_t n;
-    PyObject **key;
-    int32_t *kid;      /* the key's number among the tenant's eq/in constants: 0 for an
-                          empty field, -1 for a key no constant equals */
-    double *num;
-    int64_t *date;
+    Field *f;
 } ViewObject;
 
 static void
 View_dealloc(ViewObject *self)
 {
     for (Py_ssize_t i = 0; i < self->n; i++)
-        Py_XDECREF(self->key[i]);
-    PyMem_Free(self->key);
-    PyMem_Free(self->kid);
-    PyMem_Free(self->num);
-    PyMem_Free(self->date);
+        Py_XDECREF(self->f[i].key);
+    PyMem_Free(self->f);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -98,18 +100,15 @@ view_new(Py_ssize_t n)
     if (view == NULL)
         return NULL;
     view->n = n;
-    view->key = PyMem_Calloc((size_t)(n ? n : 1), sizeof(PyObject *));
-    view->kid = PyMem_Calloc((size_t)(n ? n : 1), sizeof(int32_t));
-    view->num = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(double));
-    view->date = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int64_t));
-    if (view->key == NULL || view->kid == NULL || view->num == NULL || view->date == NULL) {
+    view->f = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Field));
+    if (view->f == NULL) {
         view->n = 0;
         Py_DECREF(view);
         return (ViewObject *)PyErr_NoMemory();
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        view->num[i] = NAN;
-        view->date[i] = NO_DATE;
+        view->f[i].num = NAN;
+        view->f[i].date = NO_DATE;
     }
     return view;
 }
@@ -396,7 +395,7 @@ eval_node(const Ctx *ctx, const int64_t *p)
     case OP_NOT_IN: {
         /* the field's key compared with the constant by their numbers: equal keys have
            the same, a key no constant equals has -1, an empty field (None) 0 */
-        int32_t kid = ctx->V->kid[ctx->field_of[p[2]]];
+        int32_t kid = ctx->V->f[ctx->field_of[p[2]]].kid;
         int found;
         if (op == OP_EQ || op == OP_NEQ)
             found = kid == ctx->kid_of[p[3]];
@@ -420,7 +419,7 @@ eval_node(const Ctx *ctx, const int64_t *p)
     case OP_LTE:
     case OP_BETWEEN: {
         /* NaN when the field is not numeric: every comparison with it is false */
-        double x = ctx->V->num[ctx->field_of[p[2]]];
+        double x = ctx->V->f[ctx->field_of[p[2]]].num;
         double bound = bits_to_double(p[3]);
         switch (op) {
         case OP_GT: return x > bound;
@@ -432,12 +431,12 @@ eval_node(const Ctx *ctx, const int64_t *p)
     }
     case OP_EMPTY:
     case OP_NOT_EMPTY: {
-        int found = ctx->V->key[ctx->field_of[p[2]]] != NULL;
+        int found = ctx->V->f[ctx->field_of[p[2]]].key != NULL;
         return op == OP_NOT_EMPTY ? found : !found;
     }
     case OP_WITHIN:
     case OP_BEFORE: {
-        int64_t date = ctx->V->date[ctx->field_of[p[2]]];
+        int64_t date = ctx->V->f[ctx->field_of[p[2]]].date;
         if (date == NO_DATE)
             return 0;
         int64_t window = p[3];
@@ -451,7 +450,7 @@ eval_node(const Ctx *ctx, const int64_t *p)
     case OP_ENDS:
     case OP_MATCHES: {
         /* the case-folded text, '' when empty */
-        PyObject *text = ctx->V->key[ctx->field_of[p[2]]];
+        PyObject *text = ctx->V->f[ctx->field_of[p[2]]].key;
         if (text == NULL)
             text = EMPTY_STR;
         if (op != OP_MATCHES && !PyUnicode_Check(text)) {
@@ -1434,7 +1433,7 @@ Tenant_next_flip(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (!found || m_ < best) { best = m_; found = 1; } } while (0)
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(self->dates); k++) {
         PyObject *d = PyTuple_GET_ITEM(self->dates, k);
-        int64_t date = self->date_ids[k] < 0 ? NO_DATE : V->date[self->date_ids[k]];
+        int64_t date = self->date_ids[k] < 0 ? NO_DATE : V->f[self->date_ids[k]].date;
         if (date == NO_DATE)
             continue;
         int has_within = PyObject_IsTrue(PyTuple_GET_ITEM(d, 1));
@@ -1803,9 +1802,9 @@ field_changed(TenantObject *self, PyObject *join, PyObject *leave, const ViewObj
     if (id == NULL && PyErr_Occurred())
         return -1;
     Py_ssize_t f = id == NULL ? -1 : PyLong_AsSsize_t(id);
-    PyObject *new_key = f < 0 || V->key[f] == NULL ? Py_None : V->key[f];
-    double after_num = f < 0 ? NAN : V->num[f];
-    int64_t after_date = f < 0 ? NO_DATE : V->date[f];
+    PyObject *new_key = f < 0 || V->f[f].key == NULL ? Py_None : V->f[f].key;
+    double after_num = f < 0 ? NAN : V->f[f].num;
+    int64_t after_date = f < 0 ? NO_DATE : V->f[f].date;
     Py_INCREF(new_key);  /* a regex may run code that changes the view */
     int failed = field_key_changed(self, join, leave, W, name, old_key, new_key, ix);
     Py_DECREF(new_key);
@@ -2174,9 +2173,9 @@ number_of(PyObject *value, PyObject *to_number)
 static PyObject *
 entry_of(const ViewObject *V, Py_ssize_t f)
 {
-    PyObject *key = V->key[f] ? V->key[f] : Py_None;
-    PyObject *number = isnan(V->num[f]) ? Py_None : PyFloat_FromDouble(V->num[f]);
-    PyObject *date = V->date[f] == NO_DATE ? Py_None : PyLong_FromLongLong(V->date[f]);
+    PyObject *key = V->f[f].key ? V->f[f].key : Py_None;
+    PyObject *number = isnan(V->f[f].num) ? Py_None : PyFloat_FromDouble(V->f[f].num);
+    PyObject *date = V->f[f].date == NO_DATE ? Py_None : PyLong_FromLongLong(V->f[f].date);
     if (number == NULL || date == NULL) {
         if (number != Py_None)
             Py_XDECREF(number);
@@ -2233,17 +2232,17 @@ set_entry(const TenantObject *t, ViewObject *V, Py_ssize_t f, PyObject *key, PyO
             return -1;
         }
     }
-    PyObject *old = V->key[f];
+    PyObject *old = V->f[f].key;
     if (key == Py_None)
-        V->key[f] = NULL;
+        V->f[f].key = NULL;
     else {
         Py_INCREF(key);
-        V->key[f] = key;
+        V->f[f].key = key;
     }
     Py_XDECREF(old);
-    V->kid[f] = kid;
-    V->num[f] = x;
-    V->date[f] = day;
+    V->f[f].kid = kid;
+    V->f[f].num = x;
+    V->f[f].date = day;
     return 0;
 }
 
@@ -2382,7 +2381,7 @@ Tenant_entries(TenantObject *self, PyObject *arg)
     const ViewObject *V = (const ViewObject *)arg;
     PyObject *out = PyDict_New();
     for (Py_ssize_t f = 0; out != NULL && f < V->n; f++) {
-        if (V->key[f] == NULL && isnan(V->num[f]) && V->date[f] == NO_DATE)
+        if (V->f[f].key == NULL && isnan(V->f[f].num) && V->f[f].date == NO_DATE)
             continue;
         PyObject *entry = entry_of(V, f);
         if (entry == NULL ||
