@@ -1705,6 +1705,16 @@ bisect_floats(PyObject *list, double x, int right)
     return lo;
 }
 
+/* A field's number in this tenant's views, or -1 when no list reads it (-2 on error). */
+static Py_ssize_t
+field_id(TenantObject *self, PyObject *name)
+{
+    PyObject *id = PyDict_GetItemWithError(self->field_ids, name);
+    if (id == NULL)
+        return PyErr_Occurred() ? -2 : -1;
+    return PyLong_AsSsize_t(id);
+}
+
 /* The key part of field_changed: eq, emptiness and string predicates. */
 static int
 field_key_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *W,
@@ -1785,33 +1795,16 @@ field_key_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject 
     return 0;
 }
 
-/* One changed field's candidates, as the field loop of CompiledTenant.candidates. */
+
+/* One field's candidates from its entry before and after (keys None when empty). */
 static int
-field_changed(TenantObject *self, PyObject *join, PyObject *leave, const ViewObject *V,
-              PyObject *W, PyObject *name, PyObject *old, int64_t now)
+entry_changed(TenantObject *self, PyObject *join, PyObject *leave, PyObject *W, PyObject *name,
+              PyObject *old_key, double before_num, int64_t before_date, PyObject *new_key,
+              double after_num, int64_t after_date, int64_t now)
 {
-    if (!PyTuple_Check(old) || PyTuple_GET_SIZE(old) != 3) {
-        PyErr_SetString(PyExc_TypeError, "an old field is (key, number, date)");
-        return -1;
-    }
-    PyObject *old_key = PyTuple_GET_ITEM(old, 0), *old_num = PyTuple_GET_ITEM(old, 1);
-    PyObject *old_date = PyTuple_GET_ITEM(old, 2), *entry, *table;
+    PyObject *entry, *table;
     PyObject **ix = &PyTuple_GET_ITEM(self->index, 0);
-    /* the field's entry now: missing when no list reads the field */
-    PyObject *id = PyDict_GetItemWithError(self->field_ids, name);
-    if (id == NULL && PyErr_Occurred())
-        return -1;
-    Py_ssize_t f = id == NULL ? -1 : PyLong_AsSsize_t(id);
-    PyObject *new_key = f < 0 || V->f[f].key == NULL ? Py_None : V->f[f].key;
-    double after_num = f < 0 ? NAN : V->f[f].num;
-    int64_t after_date = f < 0 ? NO_DATE : V->f[f].date;
-    Py_INCREF(new_key);  /* a regex may run code that changes the view */
-    int failed = field_key_changed(self, join, leave, W, name, old_key, new_key, ix);
-    Py_DECREF(new_key);
-    if (failed < 0)
-        return -1;
-    double before_num = NAN;
-    if (old_num != Py_None && as_number(old_num, &before_num) < 0)
+    if (field_key_changed(self, join, leave, W, name, old_key, new_key, ix) < 0)
         return -1;
     int differ = isnan(before_num) != isnan(after_num) ||
         (!isnan(before_num) && before_num != after_num);
@@ -1845,9 +1838,6 @@ field_changed(TenantObject *self, PyObject *join, PyObject *leave, const ViewObj
     }
     else if (PyErr_Occurred())
         return -1;
-    int64_t before_date = NO_DATE;
-    if (old_date != Py_None && as_time(old_date, &before_date) < 0)
-        return -1;
     if (before_date != after_date &&
         (table = PyDict_GetItemWithError(ix[IX_DATES], name)) != NULL) {
         int has_before = before_date != NO_DATE, has_after = after_date != NO_DATE;
@@ -1867,6 +1857,35 @@ field_changed(TenantObject *self, PyObject *join, PyObject *leave, const ViewObj
     else if (PyErr_Occurred())
         return -1;
     return 0;
+}
+
+/* One changed field's candidates, as the field loop of CompiledTenant.candidates. */
+static int
+field_changed(TenantObject *self, PyObject *join, PyObject *leave, const ViewObject *V,
+              PyObject *W, PyObject *name, PyObject *old, int64_t now)
+{
+    if (!PyTuple_Check(old) || PyTuple_GET_SIZE(old) != 3) {
+        PyErr_SetString(PyExc_TypeError, "an old field is (key, number, date)");
+        return -1;
+    }
+    PyObject *old_key = PyTuple_GET_ITEM(old, 0), *old_num = PyTuple_GET_ITEM(old, 1);
+    PyObject *old_date = PyTuple_GET_ITEM(old, 2);
+    double before_num = NAN;
+    int64_t before_date = NO_DATE;
+    if ((old_num != Py_None && as_number(old_num, &before_num) < 0) ||
+        (old_date != Py_None && as_time(old_date, &before_date) < 0))
+        return -1;
+    /* the field's entry now: missing when no list reads the field */
+    Py_ssize_t f = field_id(self, name);
+    if (f == -2)
+        return -1;
+    PyObject *new_key = f < 0 || V->f[f].key == NULL ? Py_None : V->f[f].key;
+    Py_INCREF(new_key);  /* a regex may run code that changes the view */
+    int failed = entry_changed(self, join, leave, W, name, old_key, before_num, before_date,
+                               new_key, f < 0 ? NAN : V->f[f].num,
+                               f < 0 ? NO_DATE : V->f[f].date, now);
+    Py_DECREF(new_key);
+    return failed;
 }
 
 
@@ -2246,30 +2265,21 @@ set_entry(const TenantObject *t, ViewObject *V, Py_ssize_t f, PyObject *key, PyO
     return 0;
 }
 
-/* A field's number in this tenant's views, or -1 when no list reads it (-2 on error). */
-static Py_ssize_t
-field_id(TenantObject *self, PyObject *name)
-{
-    PyObject *id = PyDict_GetItemWithError(self->field_ids, name);
-    if (id == NULL)
-        return PyErr_Occurred() ? -2 : -1;
-    return PyLong_AsSsize_t(id);
-}
 
-/* One field of the view set to its value's (key, number, date); its old entry. */
-static PyObject *
-update_field(TenantObject *self, ViewObject *V, Py_ssize_t f, PyObject *name,
-             PyObject *value)
+/* A field's value as a view holds it, (key, number, date) in entry[] as new references
+ * (CompiledTenant.field_entry); -1 on error, with entry[] cleared. */
+static int
+convert_value(TenantObject *self, PyObject *name, PyObject *value, PyObject *entry[3])
 {
     PyObject **fx = &PyTuple_GET_ITEM(self->fields, 0);
-    PyObject *entry[3] = {NULL, NULL, NULL}, *old = NULL;
+    entry[0] = entry[1] = entry[2] = NULL;
     int numeric = PySet_Contains(fx[FX_NUMERIC], name);
     int dated = numeric < 0 ? -1 : PySet_Contains(fx[FX_DATES], name);
     if (dated < 0)
-        return NULL;
+        return -1;
     entry[0] = canon_of(value, fx[FX_CANON]);
     if (entry[0] == NULL)
-        goto done;
+        goto error;
     if (numeric)
         entry[1] = number_of(value, fx[FX_NUMBER]);
     else {
@@ -2277,7 +2287,7 @@ update_field(TenantObject *self, ViewObject *V, Py_ssize_t f, PyObject *name,
         entry[1] = Py_None;
     }
     if (entry[1] == NULL)
-        goto done;
+        goto error;
     if (dated && PyUnicode_Check(value))
         entry[2] = PyObject_CallOneArg(fx[FX_DATE], value);
     else {
@@ -2285,14 +2295,76 @@ update_field(TenantObject *self, ViewObject *V, Py_ssize_t f, PyObject *name,
         entry[2] = Py_None;  /* only text is a date */
     }
     if (entry[2] == NULL)
-        goto done;
+        goto error;
+    return 0;
+error:
+    for (int k = 0; k < 3; k++)
+        Py_CLEAR(entry[k]);
+    return -1;
+}
+
+/* One field of the view set to its value's (key, number, date); its old entry. */
+static PyObject *
+update_field(TenantObject *self, ViewObject *V, Py_ssize_t f, PyObject *name,
+             PyObject *value)
+{
+    PyObject *entry[3], *old = NULL;
+    if (convert_value(self, name, value, entry) < 0)
+        return NULL;
     old = entry_of(V, f);
     if (old != NULL && set_entry(self, V, f, entry[0], entry[1], entry[2]) < 0)
         Py_CLEAR(old);
-done:
     for (int k = 0; k < 3; k++)
         Py_XDECREF(entry[k]);
     return old;
+}
+
+/* The changed fields of a lead set in its view, each field's candidates appended to join
+ * and leave as it goes (update_view, then field_candidates, without the old entries as
+ * Python objects); -1 on error. */
+static int
+update_and_mark(TenantObject *self, ViewObject *V, PyObject *values, PyObject *changed,
+                PyObject *W, int64_t now, PyObject *join, PyObject *leave)
+{
+    PyObject *names = PyDict_Keys(changed);  /* a copy: conversions run Python code */
+    if (names == NULL)
+        return -1;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(names); k++) {
+        PyObject *name = PyList_GET_ITEM(names, k), *entry[3];
+        Py_ssize_t f = field_id(self, name);
+        if (f == -1)
+            continue;  /* no list reads it */
+        PyObject *value = f < 0 ? NULL : get_or(values, name, Py_None);
+        if (value == NULL)
+            goto error;
+        Py_INCREF(value);
+        int failed = convert_value(self, name, value, entry);
+        Py_DECREF(value);
+        if (failed < 0)
+            goto error;
+        Field old = V->f[f];
+        PyObject *old_key = old.key ? old.key : Py_None;
+        Py_INCREF(old_key);
+        failed = set_entry(self, V, f, entry[0], entry[1], entry[2]);
+        for (int e = 0; e < 3; e++)
+            Py_DECREF(entry[e]);
+        if (failed == 0) {
+            Field now_ = V->f[f];
+            PyObject *new_key = now_.key ? now_.key : Py_None;
+            Py_INCREF(new_key);  /* a regex may run code that changes the view */
+            failed = entry_changed(self, join, leave, W, name, old_key, old.num, old.date,
+                                   new_key, now_.num, now_.date, now);
+            Py_DECREF(new_key);
+        }
+        Py_DECREF(old_key);
+        if (failed < 0)
+            goto error;
+    }
+    Py_DECREF(names);
+    return 0;
+error:
+    Py_DECREF(names);
+    return -1;
 }
 
 /* update_view(V, values, changed) -> {field: old (key, number, date)}: the view's entries
@@ -2462,25 +2534,44 @@ error:
 
 static PyObject *native_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
-/* on_change(V, T, S, A, W, old_fields, activities, now, members, tenant, lead, when, cause,
- * seq, Delta) -> (deltas, seq): the incremental step of an event that changed fields and
- * activities only, in one call: field_candidates, activity_candidates, evaluate_dirty and
- * record, as CompiledTenant.candidates and LeadProcessor._evaluate and _record chain them. */
+/* on_change(V, T, S, A, W, values, changed, activities, now, members, tenant, lead, when,
+ * cause, seq, Delta) -> (deltas, seq): the incremental step of an event that changed fields
+ * and activities only, in one call: the view updated with the changed fields' values, then
+ * field_candidates, activity_candidates, evaluate_dirty and record, as
+ * CompiledTenant.update_fields and candidates and LeadProcessor._evaluate and _record
+ * chain them. */
 static PyObject *
 Tenant_on_change(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 15) {
-        PyErr_SetString(PyExc_TypeError, "on_change(V, T, S, A, W, old_fields, activities, "
-                        "now, members, tenant, lead, when, cause, seq, Delta)");
+    if (nargs != 16) {
+        PyErr_SetString(PyExc_TypeError, "on_change(V, T, S, A, W, values, changed, "
+                        "activities, now, members, tenant, lead, when, cause, seq, Delta)");
         return NULL;
     }
     PyObject *V = args[0], *T = args[1], *S = args[2], *A = args[3], *W = args[4];
-    PyObject *old_fields = args[5], *activities = args[6], *now = args[7];
-    PyObject *candidates[4] = {V, old_fields, now, W};
-    PyObject *pair = Tenant_field_candidates(self, candidates, 4), *found = NULL;
+    PyObject *values = args[5], *changed = args[6], *activities = args[7], *now = args[8];
+    int64_t at;
+    if (!Py_IS_TYPE(V, &ViewType) || ((ViewObject *)V)->n != self->nfields ||
+        !PyDict_Check(values) || !PyDict_Check(changed) || !PyByteArray_Check(W) ||
+        PyByteArray_GET_SIZE(W) != self->size) {
+        PyErr_SetString(PyExc_TypeError, "on_change: V is this tenant's view, values and "
+                        "changed dicts, W a bytearray of one byte per list");
+        return NULL;
+    }
+    if (self->fields == NULL || self->index == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_fields and set_index were not called");
+        return NULL;
+    }
+    if (as_time(now, &at) < 0)
+        return NULL;
+    PyObject *found = NULL, *join = PyList_New(0), *leave = PyList_New(0);
+    PyObject *pair = join && leave ? PyTuple_Pack(2, join, leave) : NULL;
+    Py_XDECREF(join);
+    Py_XDECREF(leave);
     if (pair == NULL)
         return NULL;
-    PyObject *join = PyTuple_GET_ITEM(pair, 0), *leave = PyTuple_GET_ITEM(pair, 1);
+    if (update_and_mark(self, (ViewObject *)V, values, changed, W, at, join, leave) < 0)
+        goto done;
     int truth = PyObject_IsTrue(activities);
     if (truth < 0)
         goto done;
@@ -2501,8 +2592,8 @@ Tenant_on_change(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
     found = Tenant_evaluate_dirty(self, evaluate, 9);
     if (found == NULL)
         goto done;
-    PyObject *record[9] = {found, args[8], args[9], args[10], args[11], args[12], args[13],
-                           Py_None, args[14]};
+    PyObject *record[9] = {found, args[9], args[10], args[11], args[12], args[13], args[14],
+                           Py_None, args[15]};
     PyObject *result = native_record(NULL, record, 9);
     Py_DECREF(found);
     Py_DECREF(pair);
@@ -2526,8 +2617,8 @@ static PyMethodDef Tenant_methods[] = {
     {"update_view", (PyCFunction)(void (*)(void))Tenant_update_view, METH_FASTCALL,
      "update_view(V, values, changed) -> {field: old (key, number, date)}"},
     {"on_change", (PyCFunction)(void (*)(void))Tenant_on_change, METH_FASTCALL,
-     "on_change(V, T, S, A, W, old_fields, activities, now, members, tenant, lead, when, "
-     "cause, seq, Delta) -> (deltas, seq)"},
+     "on_change(V, T, S, A, W, values, changed, activities, now, members, tenant, lead, "
+     "when, cause, seq, Delta) -> (deltas, seq)"},
     {"view", (PyCFunction)Tenant_view, METH_NOARGS,
      "view() -> an empty field view for this tenant's lists"},
     {"set_entry", (PyCFunction)(void (*)(void))Tenant_set_entry, METH_FASTCALL,

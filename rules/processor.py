@@ -54,27 +54,30 @@ class LeadProcessor:
             return STALE, deltas
         if not changes and existed == state.exists:
             return APPLIED, deltas
-        if state.view_owner is ct:
-            # the cached view still holds the old values: update it, keeping them
-            view = state.view
-            old_fields = ct.update_fields(view, state.values, changes.fields)
-        else:
-            view = ct.view_of(state)
-            old_fields = {name: ct.field_entry(name, old)
-                          for name, old in changes.fields.items()}
         cause, when = event.event_id, event.occurred_at
         exists = state.exists
         watch = state.watch if state.watch is not None and len(state.watch) == ct.size \
             else None
-        if exists and existed and not changes.deleted and watch is not None \
-                and ct.native is not None and not (changes.tags or changes.statics):
-            # the common case in one call into C: candidates, evaluation, deltas
+        if state.view_owner is ct and exists and existed and not changes.deleted \
+                and watch is not None and ct.native is not None \
+                and not (changes.tags or changes.statics):
+            # the common case in one call into C: the view updated, candidates,
+            # evaluation, deltas
             found, state.seq = ct.native.on_change(
-                view, state.tag_set, state.static_set, state.acts, watch, old_fields,
-                changes.activities, now, state.members, tenant, lead, when, cause, state.seq,
-                Delta)
+                state.view, state.tag_set, state.static_set, state.acts, watch, state.values,
+                changes.fields, changes.activities, now, state.members, tenant, lead, when,
+                cause, state.seq, Delta)
             deltas += found
+            view = state.view
         else:
+            if state.view_owner is ct:
+                # the cached view still holds the old values: update it, keeping them
+                view = state.view
+                old_fields = ct.update_fields(view, state.values, changes.fields)
+            else:
+                view = ct.view_of(state)
+                old_fields = {name: ct.field_entry(name, old)
+                              for name, old in changes.fields.items()}
             if not exists:
                 found = [(lid, False, 0) for lid in sorted(state.members)]
                 state.watch = None  # a lead that comes back is evaluated from scratch

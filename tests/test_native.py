@@ -178,8 +178,8 @@ def test_bad_arguments_raise():
     with pytest.raises(TypeError):
         t.on_change(view(t), set(), set(), {}, bytearray(1), {}, set(), 0)  # too few
     with pytest.raises(TypeError):
-        t.on_change({}, set(), set(), {}, bytearray(1), {}, set(), 0, {}, "t", "l", 0, "c", 0,
-                    tuple)  # a dict is not a view
+        t.on_change({}, set(), set(), {}, bytearray(1), {}, {}, set(), 0, {}, "t", "l", 0,
+                    "c", 0, tuple)  # a dict is not a view
     with pytest.raises(TypeError):
         n.record([("a", True, 0)], [], "t", "l", 0, "c", 0, None, tuple)
     with pytest.raises(TypeError):
