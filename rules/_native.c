@@ -2534,6 +2534,97 @@ error:
 
 static PyObject *native_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
+/* flipping(V, A, moment) -> (join, leave): the time predicates that change value exactly
+ * at `moment` (a moment next_flip returned), as CompiledTenant.flipping. */
+static PyObject *
+Tenant_flipping(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !Py_IS_TYPE(args[0], &ViewType) ||
+        ((ViewObject *)args[0])->n != self->nfields || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "flipping(V: this tenant's view, A: dict, moment)");
+        return NULL;
+    }
+    if (self->index == NULL || self->activity == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_index and set_activity were not called");
+        return NULL;
+    }
+    const ViewObject *V = (const ViewObject *)args[0];
+    PyObject *A = args[1], *name, *table, *kind, *groups;
+    int64_t moment;
+    if (as_time(args[2], &moment) < 0)
+        return NULL;
+    PyObject *join = PyList_New(0), *leave = PyList_New(0);
+    if (join == NULL || leave == NULL)
+        goto error;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(PyTuple_GET_ITEM(self->index, IX_DATES), &pos, &name, &table)) {
+        Py_ssize_t f = field_id(self, name);
+        if (f == -2)
+            goto error;
+        if (f < 0 || V->f[f].date == NO_DATE)
+            continue;
+        int64_t date = V->f[f].date;
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(table); k++) {
+            PyObject *atom = PyTuple_GET_ITEM(table, k);
+            int within = PyObject_IsTrue(PyTuple_GET_ITEM(atom, 0)), now_true;
+            int64_t window;
+            if (within < 0)
+                goto error;
+            int64_item(atom, 1, &window);
+            if (within) {
+                if (date != moment && date + window != moment)
+                    continue;
+                now_true = date == moment && window > 0;
+            }
+            else if (date + window == moment)
+                now_true = 1;
+            else
+                continue;
+            if (add_turned(join, leave, PyTuple_GET_ITEM(atom, 2), now_true) < 0)
+                goto error;
+        }
+    }
+    pos = 0;
+    while (PyDict_Next(self->activity, &pos, &kind, &groups)) {
+        int present = PyDict_Contains(A, kind);
+        if (present < 0)
+            goto error;
+        if (!present)
+            continue;
+        for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(groups); g++) {
+            PyObject *group = PyTuple_GET_ITEM(groups, g);
+            PyObject *ref = PyTuple_GET_ITEM(group, 0), *window_obj = PyTuple_GET_ITEM(group, 1);
+            if (window_obj == Py_None)
+                continue;
+            int64_t window = 0;
+            as_time(window_obj, &window);  /* checked by set_activity */
+            ref = ref == Py_None ? NULL : ref;
+            Py_ssize_t count = count_activities(A, kind, ref, 1, window, moment);
+            Py_ssize_t before = count < 0 ? -1 :
+                count_activities(A, kind, ref, 1, window, moment - 1);
+            if (before < 0)
+                goto error;
+            if (count == before)
+                continue;
+            PyObject *atoms = PyTuple_GET_ITEM(group, 2);
+            for (Py_ssize_t a = 0; a < PyTuple_GET_SIZE(atoms); a++) {
+                PyObject *atom = PyTuple_GET_ITEM(atoms, a);
+                int64_t low = 0;
+                as_time(PyTuple_GET_ITEM(atom, 0), &low);
+                int now_true = in_bounds(count, low, PyTuple_GET_ITEM(atom, 1));
+                if (in_bounds(before, low, PyTuple_GET_ITEM(atom, 1)) != now_true &&
+                    add_turned(join, leave, PyTuple_GET_ITEM(atom, 2), now_true) < 0)
+                    goto error;
+            }
+        }
+    }
+    return Py_BuildValue("(NN)", join, leave);
+error:
+    Py_XDECREF(join);
+    Py_XDECREF(leave);
+    return NULL;
+}
+
 /* on_change(V, T, S, A, W, values, changed, activities, now, members, tenant, lead, when,
  * cause, seq, Delta) -> (deltas, seq): the incremental step of an event that changed fields
  * and activities only, in one call: the view updated with the changed fields' values, then
@@ -2619,6 +2710,8 @@ static PyMethodDef Tenant_methods[] = {
     {"on_change", (PyCFunction)(void (*)(void))Tenant_on_change, METH_FASTCALL,
      "on_change(V, T, S, A, W, values, changed, activities, now, members, tenant, lead, "
      "when, cause, seq, Delta) -> (deltas, seq)"},
+    {"flipping", (PyCFunction)(void (*)(void))Tenant_flipping, METH_FASTCALL,
+     "flipping(V, A, moment) -> (join, leave) of the time predicates flipping at moment"},
     {"view", (PyCFunction)Tenant_view, METH_NOARGS,
      "view() -> an empty field view for this tenant's lists"},
     {"set_entry", (PyCFunction)(void (*)(void))Tenant_set_entry, METH_FASTCALL,

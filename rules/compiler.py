@@ -747,11 +747,11 @@ class CompiledTenant:
     def flipping(self, view, acts, moment):
         """(join, leave, any), as from candidates(), of the time predicates that change
         value exactly at `moment` (a moment next_flip returned)."""
-        join, leave = [], []
         if self.native is not None:
-            DT = {name: entry[2] for name, entry in self.native.entries(view).items()}
-        else:
-            DT = view[2]
+            join, leave = self.native.flipping(view, acts, moment)
+            return join, leave, _NO_LISTS
+        join, leave = [], []
+        DT = view[2]
         for name, atoms in self.date_atoms.items():
             date = DT.get(name)
             if date is None:

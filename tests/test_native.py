@@ -160,6 +160,10 @@ def test_bad_arguments_raise():
         [("a", True, 0)]
     with pytest.raises(RuntimeError):
         t.next_flip(view(t), {}, 0)  # before set_time
+    with pytest.raises(RuntimeError):
+        t.flipping(view(t), {}, 0)  # before set_index and set_activity
+    with pytest.raises(TypeError):
+        t.flipping({}, {}, 0)
     with pytest.raises(ValueError):
         t.set_time((("f", True, (3, 1)),), ())  # windows out of order
     with pytest.raises(ValueError):
