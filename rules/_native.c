@@ -3010,11 +3010,17 @@ native_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto error;
         }
         PyObject *items[9] = {id, tenant, lead, list_id, action, when, cause, depth, number};
+        int atomic = 1;
         for (int f = 0; f < 9; f++) {
             if (f != 0 && f != 8)
                 Py_INCREF(items[f]);
             PyTuple_SET_ITEM(delta, f, items[f]);
+            atomic &= PyUnicode_CheckExact(items[f]) || PyLong_CheckExact(items[f]);
         }
+        /* a tuple of strs and ints can be in no cycle: the collector need not track it
+           (CPython untracks such tuples itself, at their first collection) */
+        if (atomic && PyObject_GC_IsTracked(delta))
+            PyObject_GC_UnTrack(delta);
         PyList_SET_ITEM(deltas, k, delta);
     }
     Py_DECREF(rows);
