@@ -6,9 +6,10 @@ Usage: python -m bench.engine_bench [--lists 1000] [--leads 100000] [--events 20
 Both paths see the same events in one run, interleaved chunk by chunk so that a noisy
 machine slows both alike. (a) is LeadProcessor.on_event: merge the event into the lead's
 state, evaluate only what it touched, cascade, deltas out; with the C module
-(rules/_native.c) unless `--backend python`. (b) is the naive approach:
-merge the event, then evaluate every list of the tenant with the reference interpreter.
-The last line holds the headline figures.
+(rules/_native.c) unless `--backend python`; its rate is events over the sum of
+on_event's times (the loop's own counting around each call is printed apart). (b) is the
+naive approach: merge the event, then evaluate every list of the tenant with the
+reference interpreter. The last line holds the headline figures.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def main(argv=None):
     naive_per_chunk = max(1, args.naive_events // chunks)
     timings, depths = [], []
     deltas = 0
-    fast_ns = naive_ns = naive_count = 0
+    fast_ns = loop_ns = naive_ns = naive_count = 0
     clock = time.perf_counter_ns
     for start in range(0, len(events), size):
         chunk = events[start:start + size]
@@ -127,10 +128,14 @@ def main(argv=None):
         for event in chunk:
             t0 = clock()
             _, out = processor.on_event(states[event.lead_id], event)
-            timings.append(clock() - t0)
+            t1 = clock()
+            # (a) is the sum of on_event's own times: the bookkeeping around it (this
+            # loop's counting of deltas and depths) is the benchmark's, not the engine's
+            fast_ns += t1 - t0
+            timings.append(t1 - t0)
             deltas += len(out)
             depths.extend(d.cascade_depth for d in out)
-        fast_ns += clock() - chunk_start
+        loop_ns += clock() - chunk_start
         naive_start = clock()
         for event in naive_chunk:
             state = copies[event.lead_id]
@@ -157,6 +162,8 @@ def main(argv=None):
           f"({len(states) / setup:,.0f} leads/s); {members:.1f} lists per lead on average")
     print(f"deltas: {deltas} ({deltas / len(events):.2f} per event), deepest cascade "
           f"{max(depths, default=0)}")
+    print(f"(a) with the benchmark's own bookkeeping around each call: "
+          f"{len(events) / (loop_ns / 1e9):,.0f} events/s")
     print(f"memory per lead: {per_lead / 1024:.1f} KiB in the heap, "
           f"{pickled / 1024:.1f} KiB pickled")
     print(f"engine: {fast_rate:,.0f} events/s, {ratio:.0f}x naive, p99 {p99:.0f} µs/event")
