@@ -1997,6 +1997,25 @@ in_bounds(Py_ssize_t count, int64_t low, PyObject *high)
     return count <= limit;
 }
 
+/* Appends what the atoms ((low, high, entry), ...) of one activity group say may change
+ * when its count goes from `before` to `count`: those whose bounds hold for one and not
+ * the other. */
+static int
+add_crossed(PyObject *join, PyObject *leave, PyObject *atoms, Py_ssize_t before,
+            Py_ssize_t count)
+{
+    for (Py_ssize_t a = 0; a < PyTuple_GET_SIZE(atoms); a++) {
+        PyObject *atom = PyTuple_GET_ITEM(atoms, a);
+        int64_t low = 0;
+        as_time(PyTuple_GET_ITEM(atom, 0), &low);  /* checked by set_activity */
+        int now_true = in_bounds(count, low, PyTuple_GET_ITEM(atom, 1));
+        if (in_bounds(before, low, PyTuple_GET_ITEM(atom, 1)) != now_true &&
+            add_turned(join, leave, PyTuple_GET_ITEM(atom, 2), now_true) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* activity_candidates(A, activities, now) -> (join, leave): the activity part of
  * CompiledTenant.candidates; `activities` holds (kind, ref, at, event id) of the
  * activities the event added. */
@@ -2074,18 +2093,9 @@ Tenant_activity_candidates(TenantObject *self, PyObject *const *args, Py_ssize_t
                 continue;
             Py_ssize_t count = count_activities(args[0], kind, want == Py_None ? NULL : want,
                                                 window_obj != Py_None, window, now);
-            if (count < 0)
+            if (count < 0 ||
+                add_crossed(join, leave, PyTuple_GET_ITEM(group, 2), count - fresh, count) < 0)
                 goto error;
-            PyObject *atoms = PyTuple_GET_ITEM(group, 2);
-            for (Py_ssize_t a = 0; a < PyTuple_GET_SIZE(atoms); a++) {
-                PyObject *atom = PyTuple_GET_ITEM(atoms, a);
-                int64_t low = 0;
-                as_time(PyTuple_GET_ITEM(atom, 0), &low);
-                int now_true = in_bounds(count, low, PyTuple_GET_ITEM(atom, 1));
-                if (in_bounds(count - fresh, low, PyTuple_GET_ITEM(atom, 1)) != now_true &&
-                    add_turned(join, leave, PyTuple_GET_ITEM(atom, 2), now_true) < 0)
-                    goto error;
-            }
         }
     }
     Py_DECREF(added);
@@ -2604,18 +2614,9 @@ Tenant_flipping(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
                 count_activities(A, kind, ref, 1, window, moment - 1);
             if (before < 0)
                 goto error;
-            if (count == before)
-                continue;
-            PyObject *atoms = PyTuple_GET_ITEM(group, 2);
-            for (Py_ssize_t a = 0; a < PyTuple_GET_SIZE(atoms); a++) {
-                PyObject *atom = PyTuple_GET_ITEM(atoms, a);
-                int64_t low = 0;
-                as_time(PyTuple_GET_ITEM(atom, 0), &low);
-                int now_true = in_bounds(count, low, PyTuple_GET_ITEM(atom, 1));
-                if (in_bounds(before, low, PyTuple_GET_ITEM(atom, 1)) != now_true &&
-                    add_turned(join, leave, PyTuple_GET_ITEM(atom, 2), now_true) < 0)
-                    goto error;
-            }
+            if (count != before &&
+                add_crossed(join, leave, PyTuple_GET_ITEM(group, 2), before, count) < 0)
+                goto error;
         }
     }
     return Py_BuildValue("(NN)", join, leave);
