@@ -2313,22 +2313,6 @@ error:
     return -1;
 }
 
-/* One field of the view set to its value's (key, number, date); its old entry. */
-static PyObject *
-update_field(TenantObject *self, ViewObject *V, Py_ssize_t f, PyObject *name,
-             PyObject *value)
-{
-    PyObject *entry[3], *old = NULL;
-    if (convert_value(self, name, value, entry) < 0)
-        return NULL;
-    old = entry_of(V, f);
-    if (old != NULL && set_entry(self, V, f, entry[0], entry[1], entry[2]) < 0)
-        Py_CLEAR(old);
-    for (int k = 0; k < 3; k++)
-        Py_XDECREF(entry[k]);
-    return old;
-}
-
 /* The changed fields of a lead set in its view, each field's candidates appended to join
  * and leave as it goes (update_view, then field_candidates, without the old entries as
  * Python objects); -1 on error. */
@@ -2377,6 +2361,38 @@ error:
     return -1;
 }
 
+/* The view's entries of `names` (the fields lists read among them) set to their values'
+ * in `values`; each old entry into `olds` unless it is NULL. 0, or -1 on error. */
+static int
+set_fields_of(TenantObject *self, ViewObject *V, PyObject *values, PyObject *names,
+              PyObject *olds)
+{
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(names); k++) {
+        PyObject *name = PyList_GET_ITEM(names, k), *entry[3], *old = NULL;
+        Py_ssize_t f = field_id(self, name);
+        if (f == -1)
+            continue;  /* no list reads it */
+        PyObject *value = f < 0 ? NULL : get_or(values, name, Py_None);
+        if (value == NULL)
+            return -1;
+        Py_INCREF(value);
+        int failed = convert_value(self, name, value, entry);
+        Py_DECREF(value);
+        if (failed < 0)
+            return -1;
+        if (olds != NULL)
+            failed = (old = entry_of(V, f)) == NULL || PyDict_SetItem(olds, name, old) < 0;
+        Py_XDECREF(old);
+        if (!failed)
+            failed = set_entry(self, V, f, entry[0], entry[1], entry[2]) < 0;
+        for (int e = 0; e < 3; e++)
+            Py_DECREF(entry[e]);
+        if (failed)
+            return -1;
+    }
+    return 0;
+}
+
 /* update_view(V, values, changed) -> {field: old (key, number, date)}: the view's entries
  * of the changed fields that lists read set to their values' now, as
  * CompiledTenant.update_view does one field at a time. */
@@ -2393,45 +2409,34 @@ Tenant_update_view(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "set_fields was not called");
         return NULL;
     }
-    ViewObject *V = (ViewObject *)args[0];
     PyObject *names = PyDict_Keys(args[2]);  /* a copy: conversions run Python code */
     PyObject *olds = names == NULL ? NULL : PyDict_New();
-    if (olds == NULL) {
-        Py_XDECREF(names);
-        return NULL;
-    }
-    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(names); k++) {
-        PyObject *name = PyList_GET_ITEM(names, k);
-        Py_ssize_t f = field_id(self, name);
-        if (f == -2)
-            goto error;
-        if (f < 0)
-            continue;  /* no list reads it */
-        PyObject *value = get_or(args[1], name, Py_None);
-        if (value == NULL)
-            goto error;
-        Py_INCREF(value);
-        PyObject *old = update_field(self, V, f, name, value);
-        Py_DECREF(value);
-        if (old == NULL || PyDict_SetItem(olds, name, old) < 0) {
-            Py_XDECREF(old);
-            goto error;
-        }
-        Py_DECREF(old);
-    }
-    Py_DECREF(names);
+    if (olds != NULL && set_fields_of(self, (ViewObject *)args[0], args[1], names, olds) < 0)
+        Py_CLEAR(olds);
+    Py_XDECREF(names);
     return olds;
-error:
-    Py_DECREF(names);
-    Py_DECREF(olds);
-    return NULL;
 }
 
-/* view() -> an empty view of this tenant's fields */
+/* view(values=None) -> a view of this tenant's fields, empty or holding `values` */
 static PyObject *
-Tenant_view(TenantObject *self, PyObject *unused)
+Tenant_view(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return (PyObject *)view_new(self->nfields);
+    if (nargs > 1 || (nargs == 1 && !PyDict_Check(args[0]))) {
+        PyErr_SetString(PyExc_TypeError, "view(values: dict = None)");
+        return NULL;
+    }
+    if (nargs == 1 && self->fields == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_fields was not called");
+        return NULL;
+    }
+    ViewObject *view = view_new(self->nfields);
+    if (view == NULL || nargs == 0)
+        return (PyObject *)view;
+    PyObject *names = PyDict_Keys(args[0]);  /* a copy: conversions run Python code */
+    if (names == NULL || set_fields_of(self, view, args[0], names, NULL) < 0)
+        Py_CLEAR(view);
+    Py_XDECREF(names);
+    return (PyObject *)view;
 }
 
 /* set_entry(V, field, key, number, date): one field of a view set as it is given */
@@ -2713,8 +2718,8 @@ static PyMethodDef Tenant_methods[] = {
      "when, cause, seq, Delta) -> (deltas, seq)"},
     {"flipping", (PyCFunction)(void (*)(void))Tenant_flipping, METH_FASTCALL,
      "flipping(V, A, moment) -> (join, leave) of the time predicates flipping at moment"},
-    {"view", (PyCFunction)Tenant_view, METH_NOARGS,
-     "view() -> an empty field view for this tenant's lists"},
+    {"view", (PyCFunction)(void (*)(void))Tenant_view, METH_FASTCALL,
+     "view(values=None) -> a field view for this tenant's lists, empty or holding values"},
     {"set_entry", (PyCFunction)(void (*)(void))Tenant_set_entry, METH_FASTCALL,
      "set_entry(V, field, key, number, date): one field of a view, as given"},
     {"entries", (PyCFunction)Tenant_entries, METH_O,

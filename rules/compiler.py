@@ -546,9 +546,7 @@ class CompiledTenant:
         """The field view of a lead, cached on its state for this tenant: with the C
         module one of its views (entries by field number), else the (C, N, DT) dicts."""
         if state.view_owner is not self and self.native is not None:
-            view = self.native.view()
-            self.native.update_view(view, state.values, state.values)
-            state.view, state.view_owner = view, self
+            state.view, state.view_owner = self.native.view(state.values), self
         elif state.view_owner is not self:
             C, N, DT = {}, {}, {}
             for name, value in state.values.items():

@@ -346,6 +346,8 @@ def test_the_c_merge_and_view_update_are_the_python_ones(updates):
                            for name in {**v[0], **v[1], **v[2]} if name != "x"}
             else:
                 entries = ct.native.entries(v)
+                # a view made from the values at once holds the same entries
+                assert ct.native.entries(ct.native.view(values)) == entries
             results.append((changed, olds, values, versions, sorted(entries.items())))
         py_result, c_result = results
         assert repr(py_result) == repr(c_result)  # repr: NaN and -0.0 compare exactly
