@@ -2496,6 +2496,15 @@ native_merge_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *items = PyDict_Items(args[2]);  /* a copy: comparisons may run code */
     if (items == NULL)
         return NULL;
+    /* an (int, str) version can be in no cycle. Left tracked by the collector, it would
+       make the untracked versions dict it enters tracked again, and the next young
+       collection would walk that dict (CPython untracks both there, until the next
+       upsert) */
+    if (PyTuple_CheckExact(version) && PyTuple_GET_SIZE(version) == 2 &&
+        PyLong_CheckExact(PyTuple_GET_ITEM(version, 0)) &&
+        PyUnicode_CheckExact(PyTuple_GET_ITEM(version, 1)) &&
+        PyObject_GC_IsTracked(version))
+        PyObject_GC_UnTrack(version);
     for (Py_ssize_t k = 0; k < PyList_GET_SIZE(items); k++) {
         PyObject *item = PyList_GET_ITEM(items, k);
         PyObject *name = PyTuple_GET_ITEM(item, 0), *value = PyTuple_GET_ITEM(item, 1);
@@ -2700,6 +2709,161 @@ done:
     return NULL;
 }
 
+/* What on_upsert reads of a LeadState (rules/lead.py), by attribute. */
+enum { ST_SEEN, ST_DEFS_VERSION, ST_VIEW_OWNER, ST_VIEW, ST_WATCH, ST_CLOCK, ST_NEXT_FLIP,
+       ST_TOMB, ST_LAST, ST_VALUES, ST_VERSIONS, ST_TAG_SET, ST_STATIC_SET, ST_ACTS,
+       ST_MEMBERS, ST_SEQ, ST_COUNT };
+static const char *const STATE_NAMES[ST_COUNT] = {
+    "seen", "defs_version", "view_owner", "view", "watch", "clock", "next_flip", "tomb",
+    "last", "values", "versions", "tag_set", "static_set", "acts", "members", "seq"};
+static PyObject *STATE_ATTRS[ST_COUNT];
+static PyObject *UPSERTED;  /* "lead_upserted" */
+
+/* 1 when a > b, 0 when not, -1 with an error set */
+static inline int
+later(PyObject *a, PyObject *b)
+{
+    return PyObject_RichCompareBool(a, b, Py_GT);
+}
+
+/* on_upsert(state, event, owner, version, seen_max, Delta) -> deltas, or None
+ *
+ * LeadProcessor.on_event for the common event, an upsert of a lead that exists and is
+ * evaluated against these definitions (`owner` is the CompiledTenant, `version` its
+ * definitions' version), in one call: the event id remembered, the clock moved, the
+ * fields merged (merge_fields), then on_change, and next_flip when a date field changed.
+ * None, with the state untouched, when the event needs more than that: a duplicate, the
+ * seen ids to prune (seen_max), a deletion newer than the event, a timer due by the
+ * event's time, a lead that does not exist, definitions or view not followed yet. */
+static PyObject *
+Tenant_on_upsert(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "on_upsert(state, event, owner, version, seen_max, Delta)");
+        return NULL;
+    }
+    PyObject *state = args[0], *event = args[1];
+    if (!PyTuple_Check(event) || PyTuple_GET_SIZE(event) < 6) {
+        PyErr_SetString(PyExc_TypeError, "on_upsert: event is a ChangeEvent");
+        return NULL;
+    }
+    Py_ssize_t seen_max = PyLong_AsSsize_t(args[4]);
+    if (seen_max == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *event_id = PyTuple_GET_ITEM(event, 0), *type = PyTuple_GET_ITEM(event, 3);
+    PyObject *at = PyTuple_GET_ITEM(event, 4), *fields = PyTuple_GET_ITEM(event, 5);
+    if (!PyDict_Check(fields))
+        Py_RETURN_NONE;
+    if (type != UPSERTED) {
+        int same = PyObject_RichCompareBool(type, UPSERTED, Py_EQ);
+        if (same <= 0)
+            return same < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    PyObject *st[ST_COUNT] = {NULL};
+    PyObject *result = NULL, *version = NULL, *changed = NULL, *now = NULL;
+    for (int k = 0; k < ST_COUNT; k++)
+        if ((st[k] = PyObject_GetAttr(state, STATE_ATTRS[k])) == NULL)
+            goto done;
+    PyObject *V = st[ST_VIEW], *W = st[ST_WATCH], *tomb = st[ST_TOMB], *last = st[ST_LAST];
+    /* the conditions, state untouched */
+    int ok;
+    if (st[ST_VIEW_OWNER] != args[2] || !Py_IS_TYPE(V, &ViewType) ||
+        ((ViewObject *)V)->n != self->nfields || !PyByteArray_Check(W) ||
+        PyByteArray_GET_SIZE(W) != self->size || !PyDict_Check(st[ST_SEEN]) ||
+        PyDict_GET_SIZE(st[ST_SEEN]) >= seen_max || last == Py_None ||
+        !PyDict_Check(st[ST_VALUES]) || !PyDict_Check(st[ST_VERSIONS]) ||
+        !PyDict_Check(st[ST_MEMBERS]) || !PyDict_Check(st[ST_ACTS]))
+        goto fallback;
+    if ((ok = PyObject_RichCompareBool(st[ST_DEFS_VERSION], args[3], Py_EQ)) <= 0)
+        goto checked;
+    if ((ok = PyDict_Contains(st[ST_SEEN], event_id)) != 0) {
+        ok = ok < 0 ? -1 : 0;
+        goto checked;
+    }
+    if ((version = PyTuple_Pack(2, at, event_id)) == NULL)
+        goto done;
+    if (tomb != Py_None) {
+        /* the lead exists (last > tomb) and the event is no older than the deletion */
+        if ((ok = later(last, tomb)) <= 0 ||
+            (ok = PyObject_RichCompareBool(version, tomb, Py_GE)) <= 0)
+            goto checked;
+    }
+    now = at;
+    if (st[ST_CLOCK] != Py_None) {
+        if ((ok = later(at, st[ST_CLOCK])) < 0)
+            goto done;
+        now = ok ? at : st[ST_CLOCK];
+    }
+    Py_INCREF(now);
+    if (st[ST_NEXT_FLIP] != Py_None && (ok = later(st[ST_NEXT_FLIP], now)) <= 0)
+        goto checked;
+    /* the event applies: LeadState._remember and apply, as on_event orders them */
+    if (PyDict_SetItem(st[ST_SEEN], event_id, at) < 0 ||
+        PyObject_SetAttr(state, STATE_ATTRS[ST_CLOCK], now) < 0)
+        goto done;
+    if ((ok = later(version, last)) < 0 ||
+        (ok && PyObject_SetAttr(state, STATE_ATTRS[ST_LAST], version) < 0))
+        goto done;
+    if ((changed = PyDict_New()) == NULL)
+        goto done;
+    PyObject *merge[5] = {st[ST_VALUES], st[ST_VERSIONS], fields, version, changed};
+    PyObject *merged = native_merge_fields(NULL, merge, 5);
+    if (merged == NULL)
+        goto done;
+    Py_DECREF(merged);
+    if (PyDict_GET_SIZE(changed) == 0) {
+        result = PyList_New(0);
+        goto done;
+    }
+    PyObject *step[16] = {V, st[ST_TAG_SET], st[ST_STATIC_SET], st[ST_ACTS], W,
+                          st[ST_VALUES], changed, EMPTY_SET, now, st[ST_MEMBERS],
+                          PyTuple_GET_ITEM(event, 1), PyTuple_GET_ITEM(event, 2), at,
+                          event_id, st[ST_SEQ], args[5]};
+    PyObject *out = Tenant_on_change(self, step, 16);
+    if (out == NULL)
+        goto done;
+    if (PyObject_SetAttr(state, STATE_ATTRS[ST_SEQ], PyTuple_GET_ITEM(out, 1)) < 0) {
+        Py_DECREF(out);
+        goto done;
+    }
+    result = Py_NewRef(PyTuple_GET_ITEM(out, 0));
+    Py_DECREF(out);
+    /* a date field changed: the next flip may have moved */
+    PyObject *name, *old;
+    Py_ssize_t pos = 0;
+    int dated = 0;
+    while (!dated && PyDict_Next(changed, &pos, &name, &old))
+        if ((dated = PySet_Contains(PyTuple_GET_ITEM(self->fields, FX_DATES), name)) < 0)
+            goto failed;
+    if (dated) {
+        PyObject *flip_args[3] = {V, st[ST_ACTS], now};
+        PyObject *flip = Tenant_next_flip(self, flip_args, 3);
+        if (flip == NULL)
+            goto failed;
+        int failed = PyObject_SetAttr(state, STATE_ATTRS[ST_NEXT_FLIP], flip);
+        Py_DECREF(flip);
+        if (failed < 0)
+            goto failed;
+    }
+    goto done;
+checked:
+    if (ok < 0)
+        goto done;
+fallback:
+    result = Py_NewRef(Py_None);
+    goto done;
+failed:
+    Py_CLEAR(result);
+done:
+    for (int k = 0; k < ST_COUNT; k++)
+        Py_XDECREF(st[k]);
+    Py_XDECREF(version);
+    Py_XDECREF(changed);
+    Py_XDECREF(now);
+    return result;
+}
+
 static PyMethodDef Tenant_methods[] = {
     {"set_activity", (PyCFunction)Tenant_set_activity, METH_VARARGS,
      "set_activity(groups): the activity predicates, grouped by what they count"},
@@ -2716,6 +2880,9 @@ static PyMethodDef Tenant_methods[] = {
     {"on_change", (PyCFunction)(void (*)(void))Tenant_on_change, METH_FASTCALL,
      "on_change(V, T, S, A, W, values, changed, activities, now, members, tenant, lead, "
      "when, cause, seq, Delta) -> (deltas, seq)"},
+    {"on_upsert", (PyCFunction)(void (*)(void))Tenant_on_upsert, METH_FASTCALL,
+     "on_upsert(state, event, owner, version, seen_max, Delta) -> deltas, or None when "
+     "the event needs LeadProcessor.on_event's general path"},
     {"flipping", (PyCFunction)(void (*)(void))Tenant_flipping, METH_FASTCALL,
      "flipping(V, A, moment) -> (join, leave) of the time predicates flipping at moment"},
     {"view", (PyCFunction)(void (*)(void))Tenant_view, METH_FASTCALL,
@@ -3081,8 +3248,13 @@ PyInit__native(void)
     EMPTY_SET = PyFrozenSet_New(NULL);
     ADDED = PyUnicode_InternFromString("added");
     REMOVED = PyUnicode_InternFromString("removed");
-    if (EMPTY_STR == NULL || EMPTY_SET == NULL || ADDED == NULL || REMOVED == NULL)
+    UPSERTED = PyUnicode_InternFromString("lead_upserted");
+    if (EMPTY_STR == NULL || EMPTY_SET == NULL || ADDED == NULL || REMOVED == NULL ||
+        UPSERTED == NULL)
         return NULL;
+    for (int k = 0; k < ST_COUNT; k++)
+        if ((STATE_ATTRS[k] = PyUnicode_InternFromString(STATE_NAMES[k])) == NULL)
+            return NULL;
     const char *sha = "c";
 #ifdef HAVE_SHA_NI_PATH
     if (cpu_has_sha() && getenv("DYNLISTS_NO_SHA_NI") == NULL) {

@@ -9,6 +9,7 @@ event: follow a definition change, let time-window flips up to the event's time 
 from __future__ import annotations
 
 from rules.compiler import _native, compile_definitions, use_native
+from rules.lead import SEEN_MAX
 from rules.values import format_ts
 from schemas.records import Delta, make_delta
 
@@ -16,6 +17,7 @@ DEFINITION_CAUSE = "definition:"
 
 APPLIED, DUPLICATE, STALE, NO_TENANT = "applied", "duplicate", "stale", "no_tenant"
 _NONE = frozenset()
+UPSERTED = "lead_upserted"
 
 
 class LeadProcessor:
@@ -34,9 +36,16 @@ class LeadProcessor:
     # -- entry points -------------------------------------------------------------------
     def on_event(self, state, event):
         """Merge `event` into `state`; return (outcome, deltas)."""
+        ct = self.compiled.get(event.tenant_id)
+        if ct is not None and ct.native is not None and event.type == UPSERTED:
+            # the common event (an upsert of a lead evaluated against these definitions,
+            # no timer due) in one call into C, the steps below in the same order; None
+            # when it needs more
+            deltas = ct.native.on_upsert(state, event, ct, ct.version, SEEN_MAX, Delta)
+            if deltas is not None:
+                return APPLIED, deltas
         if state.is_duplicate(event):
             return DUPLICATE, []
-        ct = self.compiled.get(event.tenant_id)
         tenant, lead = event.tenant_id, event.lead_id
         if ct is None:
             # validated against definitions that had the tenant, evaluated after they

@@ -351,3 +351,87 @@ def test_the_c_merge_and_view_update_are_the_python_ones(updates):
             results.append((changed, olds, values, versions, sorted(entries.items())))
         py_result, c_result = results
         assert repr(py_result) == repr(c_result)  # repr: NaN and -0.0 compare exactly
+
+
+def test_on_upsert_finishes_only_the_events_it_can_and_leaves_the_rest_untouched():
+    """Tenant.on_upsert is on_event for an upsert of a lead evaluated against these
+    definitions, no timer due: it gives the general path's deltas and state, and for
+    anything more it returns None with the state as it was."""
+    import pickle
+
+    from rules import LeadProcessor, LeadState, parse_definitions
+    from rules.lead import SEEN_MAX
+    from schemas.records import ChangeEvent, Delta
+    doc = {"tenants": ["t"], "lists": [
+        {"tenant_id": "t", "list_id": "hot", "rules": {"all": [
+            {"field": "score", "op": "gt", "value": 5},
+            {"field": "seen_at", "op": "within_last_days", "value": 2}]}},
+        {"tenant_id": "t", "list_id": "vip", "rules": {"list": "hot"}}]}
+    definitions = parse_definitions(doc)
+    day, hour = 86_400_000_000, 3_600_000_000
+    t0 = 10 * day + 2 * hour
+    c, py = LeadProcessor(definitions, native=True), LeadProcessor(definitions, native=False)
+    ct = c.compiled["t"]
+
+    def upsert(n, at, **fields):
+        return ChangeEvent(f"e{n}", "t", "L", "lead_upserted", at, fields)
+
+    state = LeadState()
+    c.on_event(state, upsert(0, t0, score=1, seen_at="1970-01-11"))
+    assert state.view_owner is ct
+
+    def on_upsert(s, event, owner=ct, version=ct.version):
+        return ct.native.on_upsert(s, event, owner, version, SEEN_MAX, Delta)
+
+    # the common event: the general path's deltas, seq, next_flip and state
+    event = upsert(1, t0 + 1, score=9)
+    twin = pickle.loads(pickle.dumps(state))
+    deltas = on_upsert(state, event)
+    assert [d.list_id for d in deltas] == ["hot", "vip"]
+    assert ("applied", deltas) == py.on_event(twin, event)
+    assert state.to_dict() == twin.to_dict()
+    assert state.next_flip == 12 * day  # seen_at leaves its window
+    # a date field changed: the next flip moved
+    deltas = on_upsert(state, upsert(2, t0 + 2, seen_at="1970-01-11T01:00:00Z"))
+    assert deltas == [] and state.next_flip == 12 * day + hour
+
+    def untouched(s, event, **kwargs):
+        before = s.to_dict()
+        assert on_upsert(s, event, **kwargs) is None
+        assert s.to_dict() == before
+
+    later = upsert(9, t0 + 9, score=1)
+    untouched(state, upsert(1, t0 + 9, score=1))  # a duplicate
+    untouched(state, later, owner=object())             # the view is another tenant's
+    untouched(state, later, version="other")            # definitions not followed yet
+    untouched(state, later._replace(type="activity", fields=None, activity_kind="k"))
+    untouched(state, later._replace(fields=None))
+    full = pickle.loads(pickle.dumps(state))
+    c.on_event(full, upsert(3, t0 + 3, score=2))  # its view again
+    full.seen.update((f"x{k}", 0) for k in range(SEEN_MAX - len(full.seen)))
+    untouched(full, later)                              # its seen ids to prune
+    state.next_flip = later.occurred_at
+    untouched(state, later)                             # a timer due by the event's time
+    state.next_flip, state.tomb = 13 * day, (t0 + 1, "d")
+    assert state.exists
+    untouched(state, later._replace(occurred_at=t0))    # older than the deletion
+    state.tomb = (state.last[0] + 1, "d")
+    assert not state.exists
+    untouched(state, later)                             # deleted: the lead does not exist
+    with pytest.raises(TypeError):
+        ct.native.on_upsert(state, later, ct, ct.version, SEEN_MAX)
+    with pytest.raises(TypeError):
+        ct.native.on_upsert(state, ("e", "t"), ct, ct.version, SEEN_MAX, Delta)
+
+
+def test_the_c_merge_keeps_a_versions_dict_out_of_the_collectors_way():
+    """An (int, str) version stored by the C merge is untracked by the garbage collector,
+    so the versions dict it enters stays untracked (young collections walked every
+    upserted lead's versions dict); a version holding a container stays tracked."""
+    import gc
+    values, versions = {}, {}
+    native().merge_fields(values, versions, {"a": 1, "b": "x"}, (5, "e1"), {})
+    assert not gc.is_tracked(versions) and not gc.is_tracked(versions["a"])
+    odd = (6, ["not", "atomic"])
+    native().merge_fields(values, versions, {"a": 2}, odd, {})
+    assert gc.is_tracked(odd) and versions["a"] is odd
