@@ -24,6 +24,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>  /* T_OBJECT_EX, READONLY */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -2718,6 +2719,49 @@ static const char *const STATE_NAMES[ST_COUNT] = {
     "last", "values", "versions", "tag_set", "static_set", "acts", "members", "seq"};
 static PyObject *STATE_ATTRS[ST_COUNT];
 static PyObject *UPSERTED;  /* "lead_upserted" */
+/* the containers on_upsert changes, held for the call; the rest it borrows (nothing the
+   call runs can reach the state) */
+static const int STATE_HELD[] = {ST_SEEN, ST_VIEW, ST_WATCH, ST_VALUES, ST_VERSIONS,
+                                 ST_MEMBERS};
+#define N_HELD ((int)(sizeof STATE_HELD / sizeof STATE_HELD[0]))
+
+/* Where a LeadState keeps those attributes: its __slots__, read in place (an attribute
+ * lookup per read took ~5% of an event). Found once per type. */
+static PyTypeObject *state_type;
+static Py_ssize_t state_offsets[ST_COUNT];
+#define SLOT(state, k) (*(PyObject **)((char *)(state) + state_offsets[k]))
+
+static int
+state_layout(PyObject *state)
+{
+    PyTypeObject *type = Py_TYPE(state);
+    if (type == state_type)
+        return 0;
+    Py_ssize_t offsets[ST_COUNT];
+    for (int k = 0; k < ST_COUNT; k++) {
+        PyObject *slot = _PyType_Lookup(type, STATE_ATTRS[k]);  /* borrowed */
+        const PyMemberDef *member = slot != NULL && Py_IS_TYPE(slot, &PyMemberDescr_Type) ?
+            ((PyMemberDescrObject *)slot)->d_member : NULL;
+        if (member == NULL || member->type != T_OBJECT_EX || (member->flags & READONLY)) {
+            PyErr_Format(PyExc_TypeError, "on_upsert: the state keeps '%U' elsewhere than "
+                         "in LeadState's slots", STATE_ATTRS[k]);
+            return -1;
+        }
+        offsets[k] = member->offset;
+    }
+    Py_INCREF(type);
+    Py_XSETREF(state_type, type);
+    memcpy(state_offsets, offsets, sizeof offsets);
+    return 0;
+}
+
+static void
+set_slot(PyObject *state, int k, PyObject *value)
+{
+    PyObject *old = SLOT(state, k);
+    SLOT(state, k) = Py_NewRef(value);
+    Py_XDECREF(old);
+}
 
 /* 1 when a > b, 0 when not, -1 with an error set */
 static inline int
@@ -2760,11 +2804,15 @@ Tenant_on_upsert(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (same <= 0)
             return same < 0 ? NULL : Py_NewRef(Py_None);
     }
-    PyObject *st[ST_COUNT] = {NULL};
-    PyObject *result = NULL, *version = NULL, *changed = NULL, *now = NULL;
+    if (state_layout(state) < 0)
+        return NULL;
+    PyObject *st[ST_COUNT];
     for (int k = 0; k < ST_COUNT; k++)
-        if ((st[k] = PyObject_GetAttr(state, STATE_ATTRS[k])) == NULL)
-            goto done;
+        if ((st[k] = SLOT(state, k)) == NULL)
+            Py_RETURN_NONE;  /* unset: the general path says so */
+    for (int k = 0; k < N_HELD; k++)
+        Py_INCREF(st[STATE_HELD[k]]);
+    PyObject *result = NULL, *version = NULL, *changed = NULL, *now = NULL;
     PyObject *V = st[ST_VIEW], *W = st[ST_WATCH], *tomb = st[ST_TOMB], *last = st[ST_LAST];
     /* the conditions, state untouched */
     int ok;
@@ -2799,12 +2847,13 @@ Tenant_on_upsert(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (st[ST_NEXT_FLIP] != Py_None && (ok = later(st[ST_NEXT_FLIP], now)) <= 0)
         goto checked;
     /* the event applies: LeadState._remember and apply, as on_event orders them */
-    if (PyDict_SetItem(st[ST_SEEN], event_id, at) < 0 ||
-        PyObject_SetAttr(state, STATE_ATTRS[ST_CLOCK], now) < 0)
+    if (PyDict_SetItem(st[ST_SEEN], event_id, at) < 0)
         goto done;
-    if ((ok = later(version, last)) < 0 ||
-        (ok && PyObject_SetAttr(state, STATE_ATTRS[ST_LAST], version) < 0))
+    set_slot(state, ST_CLOCK, now);
+    if ((ok = later(version, last)) < 0)
         goto done;
+    if (ok)
+        set_slot(state, ST_LAST, version);
     if ((changed = PyDict_New()) == NULL)
         goto done;
     PyObject *merge[5] = {st[ST_VALUES], st[ST_VERSIONS], fields, version, changed};
@@ -2823,10 +2872,7 @@ Tenant_on_upsert(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *out = Tenant_on_change(self, step, 16);
     if (out == NULL)
         goto done;
-    if (PyObject_SetAttr(state, STATE_ATTRS[ST_SEQ], PyTuple_GET_ITEM(out, 1)) < 0) {
-        Py_DECREF(out);
-        goto done;
-    }
+    set_slot(state, ST_SEQ, PyTuple_GET_ITEM(out, 1));
     result = Py_NewRef(PyTuple_GET_ITEM(out, 0));
     Py_DECREF(out);
     /* a date field changed: the next flip may have moved */
@@ -2841,10 +2887,8 @@ Tenant_on_upsert(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyObject *flip = Tenant_next_flip(self, flip_args, 3);
         if (flip == NULL)
             goto failed;
-        int failed = PyObject_SetAttr(state, STATE_ATTRS[ST_NEXT_FLIP], flip);
+        set_slot(state, ST_NEXT_FLIP, flip);
         Py_DECREF(flip);
-        if (failed < 0)
-            goto failed;
     }
     goto done;
 checked:
@@ -2856,8 +2900,8 @@ fallback:
 failed:
     Py_CLEAR(result);
 done:
-    for (int k = 0; k < ST_COUNT; k++)
-        Py_XDECREF(st[k]);
+    for (int k = 0; k < N_HELD; k++)
+        Py_DECREF(st[STATE_HELD[k]]);
     Py_XDECREF(version);
     Py_XDECREF(changed);
     Py_XDECREF(now);

@@ -16,7 +16,6 @@ from schemas.records import Delta, make_delta
 DEFINITION_CAUSE = "definition:"
 
 APPLIED, DUPLICATE, STALE, NO_TENANT = "applied", "duplicate", "stale", "no_tenant"
-_NONE = frozenset()
 UPSERTED = "lead_upserted"
 
 
