@@ -2961,9 +2961,6 @@ static PyTypeObject TenantType = {
 
 typedef struct {
     uint32_t h[8];
-    uint64_t length;
-    unsigned char block[64];
-    size_t used;
 } Sha256;
 
 static const uint32_t K256[64] = {
@@ -3061,102 +3058,92 @@ cpu_has_sha(void)
 
 static void (*sha256_block)(Sha256 *, const unsigned char *) = sha256_block_c;
 
+/* The SHA-256 of the n bytes at `message`, which has room for 72 more after them: the
+ * padding goes there and the blocks are hashed in place. */
 static void
-sha256_init(Sha256 *s)
+sha256_message(unsigned char *message, size_t n, unsigned char out[32])
 {
     static const uint32_t init[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                      0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    memcpy(s->h, init, sizeof init);
-    s->length = 0;
-    s->used = 0;
-}
-
-static void
-sha256_update(Sha256 *s, const unsigned char *data, size_t n)
-{
-    s->length += n;
-    while (n) {
-        size_t take = 64 - s->used < n ? 64 - s->used : n;
-        memcpy(s->block + s->used, data, take);
-        s->used += take;
-        data += take;
-        n -= take;
-        if (s->used == 64) {
-            sha256_block(s, s->block);
-            s->used = 0;
-        }
-    }
-}
-
-static void
-sha256_final(Sha256 *s, unsigned char out[32])
-{
-    uint64_t bits = s->length * 8;
-    s->block[s->used++] = 0x80;
-    if (s->used > 56) {
-        memset(s->block + s->used, 0, 64 - s->used);
-        sha256_block(s, s->block);
-        s->used = 0;
-    }
-    memset(s->block + s->used, 0, 56 - s->used);
+    Sha256 s;
+    memcpy(s.h, init, sizeof init);
+    uint64_t bits = (uint64_t)n * 8;
+    size_t padded = (n + 9 + 63) / 64 * 64;
+    message[n] = 0x80;
+    memset(message + n + 1, 0, padded - n - 9);
     for (int i = 0; i < 8; i++)
-        s->block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
-    sha256_block(s, s->block);
+        message[padded - 8 + i] = (unsigned char)(bits >> (56 - 8 * i));
+    for (size_t at = 0; at < padded; at += 64)
+        sha256_block(&s, message + at);
     for (int i = 0; i < 8; i++) {
-        out[4 * i] = (unsigned char)(s->h[i] >> 24);
-        out[4 * i + 1] = (unsigned char)(s->h[i] >> 16);
-        out[4 * i + 2] = (unsigned char)(s->h[i] >> 8);
-        out[4 * i + 3] = (unsigned char)s->h[i];
+        out[4 * i] = (unsigned char)(s.h[i] >> 24);
+        out[4 * i + 1] = (unsigned char)(s.h[i] >> 16);
+        out[4 * i + 2] = (unsigned char)(s.h[i] >> 8);
+        out[4 * i + 3] = (unsigned char)s.h[i];
     }
-}
-
-/* Feeds the UTF-8 of `text` ('surrogatepass', as make_delta encodes) into the hash. */
-static int
-sha256_text(Sha256 *s, PyObject *text)
-{
-    if (!PyUnicode_Check(text)) {
-        PyErr_SetString(PyExc_TypeError, "a delta id is made of text");
-        return -1;
-    }
-    if (PyUnicode_IS_ASCII(text)) {
-        sha256_update(s, PyUnicode_DATA(text), (size_t)PyUnicode_GET_LENGTH(text));
-        return 0;
-    }
-    PyObject *encoded = PyUnicode_AsEncodedString(text, "utf-8", "surrogatepass");
-    if (encoded == NULL)
-        return -1;
-    sha256_update(s, (const unsigned char *)PyBytes_AS_STRING(encoded),
-                  (size_t)PyBytes_GET_SIZE(encoded));
-    Py_DECREF(encoded);
-    return 0;
 }
 
 /* The delta id of schemas.records.make_delta: the first 32 hex digits of the SHA-256 of
- * tenant, lead, list, action and cause (and salt, when not None) joined by \x1f. */
+ * tenant, lead, list, action and cause (and salt, when not None) joined by \x1f, each in
+ * UTF-8 ('surrogatepass', as make_delta encodes). The message is laid out in one buffer
+ * and hashed there. */
 static PyObject *
 delta_id(PyObject *tenant, PyObject *lead, PyObject *list_id, PyObject *action,
          PyObject *cause, PyObject *salt_text)
 {
-    static const unsigned char sep = 0x1f;
     static const char hex[] = "0123456789abcdef";
     PyObject *parts[6] = {tenant, lead, list_id, action, cause, salt_text};
+    PyObject *encoded[6] = {NULL};
+    const char *bytes[6];
+    Py_ssize_t sizes[6];
     int count = salt_text == NULL ? 5 : 6;
-    Sha256 s;
-    unsigned char digest[32];
-    char text[32];
-    sha256_init(&s);
+    size_t n = (size_t)count - 1;  /* the separators */
+    PyObject *result = NULL;
+    for (int k = 0; k < count; k++) {
+        if (!PyUnicode_Check(parts[k])) {
+            PyErr_SetString(PyExc_TypeError, "a delta id is made of text");
+            goto done;
+        }
+        if (PyUnicode_IS_ASCII(parts[k])) {
+            bytes[k] = PyUnicode_DATA(parts[k]);
+            sizes[k] = PyUnicode_GET_LENGTH(parts[k]);
+        }
+        else {
+            encoded[k] = PyUnicode_AsEncodedString(parts[k], "utf-8", "surrogatepass");
+            if (encoded[k] == NULL)
+                goto done;
+            bytes[k] = PyBytes_AS_STRING(encoded[k]);
+            sizes[k] = PyBytes_GET_SIZE(encoded[k]);
+        }
+        n += (size_t)sizes[k];
+    }
+    unsigned char stack[512], digest[32];
+    unsigned char *message = n + 72 <= sizeof stack ? stack : PyMem_Malloc(n + 72);
+    if (message == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    size_t at = 0;
     for (int k = 0; k < count; k++) {
         if (k)
-            sha256_update(&s, &sep, 1);
-        if (sha256_text(&s, parts[k]) < 0)
-            return NULL;
+            message[at++] = 0x1f;
+        memcpy(message + at, bytes[k], (size_t)sizes[k]);
+        at += (size_t)sizes[k];
     }
-    sha256_final(&s, digest);
-    for (int k = 0; k < 16; k++) {
-        text[2 * k] = hex[digest[k] >> 4];
-        text[2 * k + 1] = hex[digest[k] & 15];
+    sha256_message(message, n, digest);
+    if (message != stack)
+        PyMem_Free(message);
+    if ((result = PyUnicode_New(32, 127)) != NULL) {
+        Py_UCS1 *text = PyUnicode_1BYTE_DATA(result);
+        for (int k = 0; k < 16; k++) {
+            text[2 * k] = (Py_UCS1)hex[digest[k] >> 4];
+            text[2 * k + 1] = (Py_UCS1)hex[digest[k] & 15];
+        }
     }
-    return PyUnicode_FromStringAndSize(text, 32);
+done:
+    for (int k = 0; k < count; k++)
+        Py_XDECREF(encoded[k]);
+    return result;
 }
 
 /* record(found, members, tenant, lead, when, cause, seq, salt, Delta) -> (deltas, seq)

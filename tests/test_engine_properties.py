@@ -192,6 +192,18 @@ def test_c_delta_ids_equal_make_delta(parts, salt):
     assert _native.delta_id(tenant, lead, list_id, action, cause, salt) == expected
 
 
+def test_c_delta_ids_of_every_padding_length_and_of_long_text():
+    """Messages of every length modulo the 64-byte block (the padding takes one block or
+    two) and longer than the C module's stack buffer, in ASCII and not."""
+    require_native(True)
+    from rules import _native
+    from schemas.records import make_delta
+    for size in [*range(0, 140), 500, 700, 5000]:
+        for cause in ("c" * size, "é" * size):
+            expected = make_delta("t", "l", "x", True, 0, cause, 0, 1, None).delta_id
+            assert _native.delta_id("t", "l", "x", "added", cause, None) == expected, size
+
+
 def test_both_c_sha256_paths_give_hashlib_digests():
     """rules._native hashes with the CPU's SHA extensions where it has them, in plain C
     otherwise (or with DYNLISTS_NO_SHA_NI set): both give hashlib's ids, over one and
