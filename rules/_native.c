@@ -2483,7 +2483,8 @@ Tenant_entries(TenantObject *self, PyObject *arg)
 /* merge_fields(values, versions, fields, version, changed): an upsert's fields merged
  * into the lead's, as rules/lead.py's merge_fields: a field takes a value whose version
  * is newer than its own; `changed` receives the previous value of each field whose value
- * changed (first one kept). Names are interned, as the compiled lists' are. */
+ * changed (first one kept): another type, a list or object, or unequal. Names are
+ * interned, as the compiled lists' are. */
 static PyObject *
 native_merge_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -2539,7 +2540,9 @@ native_merge_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(old);
         int failed = PyDict_SetItem(values, name, value) < 0 ||
             PyDict_SetItem(versions, name, version) < 0;
+        /* a list or object counts as changed: equality holds [0] equal to [false] */
         int differ = failed ? -1 : Py_TYPE(old) != Py_TYPE(value) ? 1 :
+            PyList_CheckExact(value) || PyDict_CheckExact(value) ? 1 :
             PyObject_RichCompareBool(old, value, Py_NE);
         if (differ > 0) {
             PyObject *kept = PyDict_SetDefault(changed, name, old);
@@ -2777,8 +2780,9 @@ later(PyObject *a, PyObject *b)
  * definitions' version), in one call: the event id remembered, the clock moved, the
  * fields merged (merge_fields), then on_change, and next_flip when a date field changed.
  * None, with the state untouched, when the event needs more than that: a duplicate, the
- * seen ids to prune (seen_max), a deletion newer than the event, a timer due by the
- * event's time, a lead that does not exist, definitions or view not followed yet. */
+ * seen ids to prune (seen_max), a deletion newer than the event, a lead that does not
+ * exist, definitions or view not followed yet. False, with the state untouched, when
+ * only a timer due by the event's time stands in the way. */
 static PyObject *
 Tenant_on_upsert(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -2844,8 +2848,11 @@ Tenant_on_upsert(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
         now = ok ? at : st[ST_CLOCK];
     }
     Py_INCREF(now);
-    if (st[ST_NEXT_FLIP] != Py_None && (ok = later(st[ST_NEXT_FLIP], now)) <= 0)
-        goto checked;
+    if (st[ST_NEXT_FLIP] != Py_None && (ok = later(st[ST_NEXT_FLIP], now)) <= 0) {
+        if (ok == 0)  /* all else holds: the caller lets time run, then calls again */
+            result = Py_NewRef(Py_False);
+        goto done;
+    }
     /* the event applies: LeadState._remember and apply, as on_event orders them */
     if (PyDict_SetItem(st[ST_SEEN], event_id, at) < 0)
         goto done;
@@ -2925,8 +2932,8 @@ static PyMethodDef Tenant_methods[] = {
      "on_change(V, T, S, A, W, values, changed, activities, now, members, tenant, lead, "
      "when, cause, seq, Delta) -> (deltas, seq)"},
     {"on_upsert", (PyCFunction)(void (*)(void))Tenant_on_upsert, METH_FASTCALL,
-     "on_upsert(state, event, owner, version, seen_max, Delta) -> deltas, or None when "
-     "the event needs LeadProcessor.on_event's general path"},
+     "on_upsert(state, event, owner, version, seen_max, Delta) -> deltas; None when the "
+     "event needs LeadProcessor.on_event's general path, False when a timer is due first"},
     {"flipping", (PyCFunction)(void (*)(void))Tenant_flipping, METH_FASTCALL,
      "flipping(V, A, moment) -> (join, leave) of the time predicates flipping at moment"},
     {"view", (PyCFunction)(void (*)(void))Tenant_view, METH_FASTCALL,

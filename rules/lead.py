@@ -32,11 +32,16 @@ def activity_order(activity):
     return activity[0], activity[3]
 
 
+_CONTAINERS = (list, dict)
+
+
 def merge_fields(values, versions, fields, version, changed):
     """An upsert's fields merged into a lead's `values`: a field takes a value whose
     version is newer than its own. `changed` receives the previous value (None when
-    absent) of each field whose value changed, the first one kept. rules/_native.c has
-    the same function for the C backend."""
+    absent) of each field whose value changed, the first one kept: a value of another
+    type, or unequal, or a list or object (Python's equality holds [0] equal to [false],
+    which the rules tell apart). rules/_native.c has the same function for the C
+    backend."""
     for name, value in fields.items():
         name = intern(name)
         current = versions.get(name)
@@ -44,7 +49,7 @@ def merge_fields(values, versions, fields, version, changed):
             old = values.get(name)
             values[name] = value
             versions[name] = version
-            if old != value or type(old) is not type(value):
+            if type(old) is not type(value) or type(value) in _CONTAINERS or old != value:
                 changed.setdefault(name, old)
 
 

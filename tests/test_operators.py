@@ -6,6 +6,7 @@ import pytest
 from rules import LeadState, Profile, evaluate_tenant, parse_definitions
 from rules.compiler import NATIVE, CompiledTenant
 from rules.values import DAY_US, parse_timestamp
+from tests.conftest import require_native
 
 NOW = parse_timestamp("2026-06-15T12:00:00Z")
 
@@ -214,3 +215,24 @@ def test_a_lead_remembers_the_ids_it_received_last():
     assert list(state.seen) == [e.event_id for e in events[-(SEEN_MAX * 3 // 4):]]
     assert processor.on_event(state, events[-1])[0] == "duplicate"
     assert processor.on_event(state, events[0])[0] == "applied"  # forgotten, harmless
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_an_array_that_equals_the_old_one_in_python_but_not_in_json_changes_the_lead(native):
+    """[0] == [False] in Python, yet the rules compare arrays by their JSON text: replacing
+    one by the other is a change, and the lead joins the list that reads "[0]"."""
+    from rules import LeadProcessor
+    from schemas.records import ChangeEvent
+    if native:
+        require_native(True)
+    defs = parse_definitions({"tenants": ["t"], "lists": [
+        {"tenant_id": "t", "list_id": "x", "rules": {"field": "a", "op": "eq",
+                                                     "value": "[0]"}}]})
+    processor = LeadProcessor(defs, native=native)
+    state = LeadState()
+    upsert = lambda n, value: ChangeEvent(f"e{n}", "t", "L", "lead_upserted", n,  # noqa: E731
+                                          fields={"a": value, "b": n})
+    assert processor.on_event(state, upsert(1, [False]))[1] == []
+    processor.on_event(state, upsert(2, [False]))  # the C path's turn: the view is owned
+    deltas = processor.on_event(state, upsert(3, [0]))[1]
+    assert [(d.list_id, d.action) for d in deltas] == [("x", "added")]
