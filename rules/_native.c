@@ -516,6 +516,7 @@ typedef struct {
     PyObject *field_names; /* tuple: field number -> name */
     PyObject *field_ids;   /* dict: name -> field number */
     Py_ssize_t *date_ids;  /* per entry of `dates` (set_time): its field number or -1 */
+    struct TimeTables *time;  /* `dates` and `timed` as C arrays, for next_flip */
     PyObject *key_ids;     /* dict: each eq/in constant key (a str) -> its number, from 1 */
     int32_t *kid_of;       /* per constant: its number as an eq key (None: 0), else -1 */
     int32_t **in_kids;     /* per constant: the sorted numbers of an in-set's keys */
@@ -742,6 +743,7 @@ Tenant_dealloc(TenantObject *self)
     Py_XDECREF(self->field_names);
     Py_XDECREF(self->field_ids);
     PyMem_Free(self->date_ids);
+    PyMem_Free(self->time);
     Py_XDECREF(self->key_ids);
     PyMem_Free(self->kid_of);
     if (self->in_kids != NULL)
@@ -1282,6 +1284,119 @@ first_below(PyObject *tuple, int64_t least)
         value < least;
 }
 
+/* next_flip's tables as C arrays, in one block: per date entry its windows, per timed
+ * kind its groups, per group its window and bounds (read on every activity and date
+ * change, they were ~100 tuple reads a call). Refs and kinds are borrowed from the
+ * tuples the tenant keeps. */
+typedef struct {
+    PyObject *ref;            /* NULL: any ref */
+    int64_t window;
+    Py_ssize_t nlows, nhighs;
+    const int64_t *lows, *highs;
+} TimedGroup;
+
+typedef struct {
+    PyObject *kind;
+    Py_ssize_t first, end;    /* its groups */
+} TimedKind;
+
+typedef struct {
+    int has_within;
+    Py_ssize_t nwindows;
+    const int64_t *windows;
+} DateTable;
+
+struct TimeTables {
+    Py_ssize_t ndates, nkinds;
+    DateTable *dates;
+    TimedKind *kinds;
+    TimedGroup *groups;
+    int64_t words[];          /* every windows, lows and highs array */
+};
+
+/* Copies a checked tuple of ints into words[*at...]; the copy. */
+static const int64_t *
+copy_ints(struct TimeTables *tt, Py_ssize_t *at, PyObject *tuple)
+{
+    int64_t *out = tt->words + *at;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(tuple); k++)
+        int64_item(tuple, k, &out[k]);
+    *at += PyTuple_GET_SIZE(tuple);
+    return out;
+}
+
+/* The tables of set_time's checked tuples, or NULL with an error. */
+static struct TimeTables *
+time_tables(PyObject *dates, PyObject *timed)
+{
+    Py_ssize_t ndates = PyTuple_GET_SIZE(dates), nkinds = PyTuple_GET_SIZE(timed);
+    Py_ssize_t ngroups = 0, nwords = 0;
+    for (Py_ssize_t k = 0; k < ndates; k++)
+        nwords += PyTuple_GET_SIZE(PyTuple_GET_ITEM(PyTuple_GET_ITEM(dates, k), 2));
+    for (Py_ssize_t k = 0; k < nkinds; k++) {
+        PyObject *groups = PyTuple_GET_ITEM(PyTuple_GET_ITEM(timed, k), 1);
+        ngroups += PyTuple_GET_SIZE(groups);
+        for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(groups); g++)
+            nwords += PyTuple_GET_SIZE(PyTuple_GET_ITEM(PyTuple_GET_ITEM(groups, g), 2)) +
+                PyTuple_GET_SIZE(PyTuple_GET_ITEM(PyTuple_GET_ITEM(groups, g), 3));
+    }
+    size_t words = (size_t)nwords * sizeof(int64_t);
+    size_t size = sizeof(struct TimeTables) + words + (size_t)ndates * sizeof(DateTable) +
+        (size_t)nkinds * sizeof(TimedKind) + (size_t)ngroups * sizeof(TimedGroup);
+    struct TimeTables *tt = PyMem_Malloc(size);
+    if (tt == NULL)
+        return (struct TimeTables *)PyErr_NoMemory();
+    tt->ndates = ndates;
+    tt->nkinds = nkinds;
+    tt->dates = (DateTable *)((char *)tt->words + words);
+    tt->kinds = (TimedKind *)(tt->dates + ndates);
+    tt->groups = (TimedGroup *)(tt->kinds + nkinds);
+    Py_ssize_t at = 0, g = 0;
+    for (Py_ssize_t k = 0; k < ndates; k++) {
+        PyObject *d = PyTuple_GET_ITEM(dates, k);
+        int has_within = PyObject_IsTrue(PyTuple_GET_ITEM(d, 1));
+        if (has_within < 0) {
+            PyMem_Free(tt);
+            return NULL;
+        }
+        tt->dates[k].has_within = has_within;
+        tt->dates[k].nwindows = PyTuple_GET_SIZE(PyTuple_GET_ITEM(d, 2));
+        tt->dates[k].windows = copy_ints(tt, &at, PyTuple_GET_ITEM(d, 2));
+    }
+    for (Py_ssize_t k = 0; k < nkinds; k++) {
+        PyObject *t = PyTuple_GET_ITEM(timed, k), *groups = PyTuple_GET_ITEM(t, 1);
+        tt->kinds[k].kind = PyTuple_GET_ITEM(t, 0);
+        tt->kinds[k].first = g;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(groups); j++, g++) {
+            PyObject *group = PyTuple_GET_ITEM(groups, j);
+            TimedGroup *tg = &tt->groups[g];
+            tg->ref = PyTuple_GET_ITEM(group, 0) == Py_None ? NULL : PyTuple_GET_ITEM(group, 0);
+            int64_item(group, 1, &tg->window);
+            tg->nlows = PyTuple_GET_SIZE(PyTuple_GET_ITEM(group, 2));
+            tg->lows = copy_ints(tt, &at, PyTuple_GET_ITEM(group, 2));
+            tg->nhighs = PyTuple_GET_SIZE(PyTuple_GET_ITEM(group, 3));
+            tg->highs = copy_ints(tt, &at, PyTuple_GET_ITEM(group, 3));
+        }
+        tt->kinds[k].end = g;
+    }
+    return tt;
+}
+
+/* The first index of a sorted array whose value is > x (right) or >= x (left). */
+static Py_ssize_t
+bisect_int64(const int64_t *values, Py_ssize_t n, int64_t x, int right)
+{
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (right ? x < values[mid] : x <= values[mid])
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
 /* set_time(dates, timed): the tables next_flip reads (see CompiledTenant.next_flip) */
 static PyObject *
 Tenant_set_time(TenantObject *self, PyObject *args)
@@ -1325,32 +1440,19 @@ Tenant_set_time(TenantObject *self, PyObject *args)
         }
         ids[k] = id == NULL ? -1 : PyLong_AsSsize_t(id);
     }
-    if (keep_once(&self->dates, dates, "set_time") < 0 ||
+    struct TimeTables *tt = self->dates == NULL ? time_tables(dates, timed) : NULL;
+    if ((self->dates == NULL && tt == NULL) ||
+        keep_once(&self->dates, dates, "set_time") < 0 ||
         keep_once(&self->timed, timed, "set_time") < 0) {
         PyMem_Free(ids);
+        PyMem_Free(tt);
         return NULL;
     }
     self->date_ids = ids;
+    self->time = tt;
     Py_RETURN_NONE;
 bad:
     return malformed("malformed time tables");
-}
-
-/* The first index of a sorted int tuple whose value is > x (right) or >= x (left). */
-static Py_ssize_t
-bisect_ints(PyObject *tuple, int64_t x, int right)
-{
-    Py_ssize_t lo = 0, hi = PyTuple_GET_SIZE(tuple);
-    while (lo < hi) {
-        Py_ssize_t mid = (lo + hi) / 2;
-        int64_t value;
-        int64_item(tuple, mid, &value);  /* checked by set_time */
-        if (right ? x < value : x <= value)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return lo;
 }
 
 /* One kind's activities for next_flip, read once: times[] and refs[] newest first, and
@@ -1432,27 +1534,21 @@ Tenant_next_flip(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
 #define OFFER(moment) do { int64_t m_ = (moment); \
         if (!found || m_ < best) { best = m_; found = 1; } } while (0)
-    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(self->dates); k++) {
-        PyObject *d = PyTuple_GET_ITEM(self->dates, k);
+    const struct TimeTables *tt = self->time;
+    for (Py_ssize_t k = 0; k < tt->ndates; k++) {
+        const DateTable *d = &tt->dates[k];
         int64_t date = self->date_ids[k] < 0 ? NO_DATE : V->f[self->date_ids[k]].date;
         if (date == NO_DATE)
             continue;
-        int has_within = PyObject_IsTrue(PyTuple_GET_ITEM(d, 1));
-        if (has_within < 0)
-            return NULL;
-        if (has_within && now < date)
+        if (d->has_within && now < date)
             OFFER(date);
-        PyObject *windows = PyTuple_GET_ITEM(d, 2);
-        Py_ssize_t w = bisect_ints(windows, now - date, 1);  /* the smallest window ahead */
-        if (w < PyTuple_GET_SIZE(windows)) {
-            int64_t window;
-            int64_item(windows, w, &window);
-            OFFER(date + window);
-        }
+        /* the smallest window ahead */
+        Py_ssize_t w = bisect_int64(d->windows, d->nwindows, now - date, 1);
+        if (w < d->nwindows)
+            OFFER(date + d->windows[w]);
     }
-    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(self->timed); k++) {
-        PyObject *t = PyTuple_GET_ITEM(self->timed, k);
-        PyObject *entries = PyDict_GetItemWithError(A, PyTuple_GET_ITEM(t, 0));
+    for (Py_ssize_t k = 0; k < tt->nkinds; k++) {
+        PyObject *entries = PyDict_GetItemWithError(A, tt->kinds[k].kind);
         if (entries == NULL) {
             if (PyErr_Occurred())
                 return NULL;
@@ -1470,22 +1566,17 @@ Tenant_next_flip(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
             kind_times_free(&kt);
             return NULL;
         }
-        PyObject *groups = PyTuple_GET_ITEM(t, 1), *last = NULL;
-        for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(groups); g++) {
-            PyObject *group = PyTuple_GET_ITEM(groups, g);
-            PyObject *ref = PyTuple_GET_ITEM(group, 0);
-            PyObject *lows = PyTuple_GET_ITEM(group, 2), *highs = PyTuple_GET_ITEM(group, 3);
-            if (ref == Py_None)
-                ref = NULL;
-            if (g == 0 || ref != last) {
-                if (kind_times_on(&kt, ref) < 0) {
+        PyObject *last = NULL;
+        for (Py_ssize_t g = tt->kinds[k].first; g < tt->kinds[k].end; g++) {
+            const TimedGroup *group = &tt->groups[g];
+            if (g == tt->kinds[k].first || group->ref != last) {
+                if (kind_times_on(&kt, group->ref) < 0) {
                     kind_times_free(&kt);
                     return NULL;
                 }
-                last = ref;
+                last = group->ref;
             }
-            int64_t window;
-            int64_item(group, 1, &window);
+            int64_t window = group->window;
             /* the activities on ref inside the window: the newest `count` of them */
             Py_ssize_t count = 0;
             while (count < kt.non && kt.on[count] > now - window)
@@ -1495,18 +1586,12 @@ Tenant_next_flip(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
             /* the count falls to each bound below it in turn: leaving `high` (from above)
                happens when the (high + 1)-th newest leaves, reaching `low - 1` when the
                low-th newest does */
-            Py_ssize_t h = bisect_ints(highs, count, 0) - 1;
-            if (h >= 0) {
-                int64_t high;
-                int64_item(highs, h, &high);
-                OFFER(kt.on[high] + window);  /* high < count */
-            }
-            Py_ssize_t l = bisect_ints(lows, count, 1) - 1;
-            if (l >= 0) {
-                int64_t low = 0;
-                int64_item(lows, l, &low);
-                OFFER(kt.on[low - 1] + window);  /* 1 <= low <= count */
-            }
+            Py_ssize_t h = bisect_int64(group->highs, group->nhighs, count, 0) - 1;
+            if (h >= 0)
+                OFFER(kt.on[group->highs[h]] + window);  /* high < count */
+            Py_ssize_t l = bisect_int64(group->lows, group->nlows, count, 1) - 1;
+            if (l >= 0)
+                OFFER(kt.on[group->lows[l] - 1] + window);  /* 1 <= low <= count */
         }
         kind_times_free(&kt);
     }
