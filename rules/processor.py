@@ -36,20 +36,22 @@ class LeadProcessor:
     def on_event(self, state, event):
         """Merge `event` into `state`; return (outcome, deltas)."""
         ct = self.compiled.get(event.tenant_id)
-        flipped = []
-        if ct is not None and ct.native is not None and event.type == UPSERTED:
-            # the common event, an upsert of a lead evaluated against these definitions,
-            # in one call into C: the steps of _on_event in the same order. False when a
-            # timer is due first; None when it needs more (the state untouched)
-            deltas = ct.native.on_upsert(state, event, ct, ct.version, SEEN_MAX, Delta)
-            if deltas is False:
-                flipped = self._advance(ct, state, event.tenant_id, event.lead_id,
-                                        max(state.clock, event.occurred_at))
-                deltas = ct.native.on_upsert(state, event, ct, ct.version, SEEN_MAX, Delta)
-            if type(deltas) is list:
-                return APPLIED, flipped + deltas if flipped else deltas
-        outcome, deltas = self._on_event(state, event, ct)
-        return outcome, flipped + deltas if flipped else deltas
+        if ct is None or ct.native is None or event.type != UPSERTED:
+            return self._on_event(state, event, ct)
+        # the common event, an upsert of a lead evaluated against these definitions, in
+        # one call into C: the steps of _on_event in the same order. False when a timer
+        # is due first; None when it needs more (the state untouched)
+        deltas = ct.native.on_upsert(state, event, ct, ct.version, SEEN_MAX, Delta)
+        if type(deltas) is list:
+            return APPLIED, deltas
+        if deltas is None:
+            return self._on_event(state, event, ct)
+        flipped = self._advance(ct, state, event.tenant_id, event.lead_id,
+                                max(state.clock, event.occurred_at))
+        deltas = ct.native.on_upsert(state, event, ct, ct.version, SEEN_MAX, Delta)
+        outcome, deltas = (APPLIED, deltas) if type(deltas) is list else \
+            self._on_event(state, event, ct)
+        return outcome, flipped + deltas
 
     def _on_event(self, state, event, ct):
         """on_event's general path: any event, any state."""
