@@ -2565,6 +2565,46 @@ Tenant_entries(TenantObject *self, PyObject *arg)
     return out;
 }
 
+/* 1 when obj is an int of up to two 30-bit digits, read into *out; 0 when not. */
+static inline int
+small_time(PyObject *obj, int64_t *out)
+{
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000 && PyLong_SHIFT == 30
+    if (PyLong_CheckExact(obj)) {
+        Py_ssize_t size = Py_SIZE(obj);
+        const digit *d = ((PyLongObject *)obj)->ob_digit;
+        int64_t value = size == 0 ? 0 : (int64_t)d[0];
+        if (size == 2 || size == -2)
+            value |= (int64_t)d[1] << PyLong_SHIFT;
+        else if (size > 2 || size < -2)
+            return 0;
+        *out = size < 0 ? -value : value;
+        return 1;
+    }
+#endif
+    (void)obj;
+    (void)out;
+    return 0;
+}
+
+/* 1 when a > b, 0 when not, -1 with an error set, as Python compares them: times (ints)
+ * and versions ((time, event id) tuples) are compared here, the rest by Python. */
+static int
+later(PyObject *a, PyObject *b)
+{
+    int64_t x, y;
+    if (small_time(a, &x) && small_time(b, &y))
+        return x > y;
+    if (PyTuple_CheckExact(a) && PyTuple_CheckExact(b) && PyTuple_GET_SIZE(a) == 2 &&
+        PyTuple_GET_SIZE(b) == 2 && small_time(PyTuple_GET_ITEM(a, 0), &x) &&
+        small_time(PyTuple_GET_ITEM(b, 0), &y)) {
+        if (x != y)
+            return x > y;
+        return PyObject_RichCompareBool(PyTuple_GET_ITEM(a, 1), PyTuple_GET_ITEM(b, 1), Py_GT);
+    }
+    return PyObject_RichCompareBool(a, b, Py_GT);
+}
+
 /* merge_fields(values, versions, fields, version, changed): an upsert's fields merged
  * into the lead's, as rules/lead.py's merge_fields: a field takes a value whose version
  * is newer than its own; `changed` receives the previous value of each field whose value
@@ -2605,7 +2645,7 @@ native_merge_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         int newer = 1;
         if (current != NULL) {
             Py_INCREF(current);
-            newer = PyObject_RichCompareBool(version, current, Py_GT);
+            newer = later(version, current);
             Py_DECREF(current);
         }
         else if (PyErr_Occurred())
@@ -2851,12 +2891,6 @@ set_slot(PyObject *state, int k, PyObject *value)
     Py_XDECREF(old);
 }
 
-/* 1 when a > b, 0 when not, -1 with an error set */
-static inline int
-later(PyObject *a, PyObject *b)
-{
-    return PyObject_RichCompareBool(a, b, Py_GT);
-}
 
 /* on_upsert(state, event, owner, version, seen_max, Delta) -> deltas, or None
  *
@@ -2922,9 +2956,12 @@ Tenant_on_upsert(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     if (tomb != Py_None) {
         /* the lead exists (last > tomb) and the event is no older than the deletion */
-        if ((ok = later(last, tomb)) <= 0 ||
-            (ok = PyObject_RichCompareBool(version, tomb, Py_GE)) <= 0)
+        if ((ok = later(last, tomb)) <= 0)
             goto checked;
+        if ((ok = later(tomb, version)) != 0) {
+            ok = ok < 0 ? -1 : 0;
+            goto checked;
+        }
     }
     now = at;
     if (st[ST_CLOCK] != Py_None) {
