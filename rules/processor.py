@@ -16,7 +16,7 @@ from schemas.records import Delta, make_delta
 DEFINITION_CAUSE = "definition:"
 
 APPLIED, DUPLICATE, STALE, NO_TENANT = "applied", "duplicate", "stale", "no_tenant"
-UPSERTED = "lead_upserted"
+_IN_C = frozenset({"lead_upserted", "activity"})  # the events Tenant.on_event takes
 
 
 class LeadProcessor:
@@ -36,19 +36,21 @@ class LeadProcessor:
     def on_event(self, state, event):
         """Merge `event` into `state`; return (outcome, deltas)."""
         ct = self.compiled.get(event.tenant_id)
-        if ct is None or ct.native is None or event.type != UPSERTED:
+        if ct is None or ct.native is None or event.type not in _IN_C:
             return self._on_event(state, event, ct)
-        # the common event, an upsert of a lead evaluated against these definitions, in
-        # one call into C: the steps of _on_event in the same order. False when a timer
-        # is due first; None when it needs more (the state untouched)
-        deltas = ct.native.on_upsert(state, event, ct, ct.version, SEEN_MAX, Delta)
+        # the common events, an upsert or activity of a lead evaluated against these
+        # definitions, in one call into C: the steps of _on_event in the same order.
+        # False when a timer is due first; None when it needs more (the state untouched)
+        deltas = ct.native.on_event(state, event, ct, ct.version, SEEN_MAX, Delta,
+                                    ct.policies)
         if type(deltas) is list:
             return APPLIED, deltas
         if deltas is None:
             return self._on_event(state, event, ct)
         flipped = self._advance(ct, state, event.tenant_id, event.lead_id,
                                 max(state.clock, event.occurred_at))
-        deltas = ct.native.on_upsert(state, event, ct, ct.version, SEEN_MAX, Delta)
+        deltas = ct.native.on_event(state, event, ct, ct.version, SEEN_MAX, Delta,
+                                    ct.policies)
         outcome, deltas = (APPLIED, deltas) if type(deltas) is list else \
             self._on_event(state, event, ct)
         return outcome, flipped + deltas

@@ -353,10 +353,11 @@ def test_the_c_merge_and_view_update_are_the_python_ones(updates):
         assert repr(py_result) == repr(c_result)  # repr: NaN and -0.0 compare exactly
 
 
-def test_on_upsert_finishes_only_the_events_it_can_and_leaves_the_rest_untouched():
-    """Tenant.on_upsert is on_event for an upsert of a lead evaluated against these
-    definitions: it gives the general path's deltas and state; with a timer due first
-    it returns False, for anything more None, the state as it was."""
+def test_the_c_on_event_finishes_only_the_events_it_can_and_leaves_the_rest_untouched():
+    """Tenant.on_event is LeadProcessor.on_event for an upsert or activity of a lead
+    evaluated against these definitions: it gives the general path's deltas and state;
+    with a timer due first it returns False, for anything more None, the state as it
+    was."""
     import pickle
 
     from rules import LeadProcessor, LeadState, parse_definitions
@@ -366,7 +367,9 @@ def test_on_upsert_finishes_only_the_events_it_can_and_leaves_the_rest_untouched
         {"tenant_id": "t", "list_id": "hot", "rules": {"all": [
             {"field": "score", "op": "gt", "value": 5},
             {"field": "seen_at", "op": "within_last_days", "value": 2}]}},
-        {"tenant_id": "t", "list_id": "vip", "rules": {"list": "hot"}}]}
+        {"tenant_id": "t", "list_id": "vip", "rules": {"list": "hot"}},
+        {"tenant_id": "t", "list_id": "reader", "rules": {
+            "activity": "Email_Open", "ref": "C1", "min_count": 2, "within_days": 1}}]}
     definitions = parse_definitions(doc)
     day, hour = 86_400_000_000, 3_600_000_000
     t0 = 10 * day + 2 * hour
@@ -381,7 +384,7 @@ def test_on_upsert_finishes_only_the_events_it_can_and_leaves_the_rest_untouched
     assert state.view_owner is ct
 
     def on_upsert(s, event, owner=ct, version=ct.version):
-        return ct.native.on_upsert(s, event, owner, version, SEEN_MAX, Delta)
+        return ct.native.on_event(s, event, owner, version, SEEN_MAX, Delta, ct.policies)
 
     # the common event: the general path's deltas, seq, next_flip and state
     event = upsert(1, t0 + 1, score=9)
@@ -394,6 +397,20 @@ def test_on_upsert_finishes_only_the_events_it_can_and_leaves_the_rest_untouched
     # a date field changed: the next flip moved
     deltas = on_upsert(state, upsert(2, t0 + 2, seen_at="1970-01-11T01:00:00Z"))
     assert deltas == [] and state.next_flip == 12 * day + hour
+    # activities: added in (time, id) order whatever the arrival order, case-folded, a
+    # kind no rule reads not kept; the general path's deltas, seq and state again
+    for n, at, kind, ref in [(4, t0 + 4, "EMAIL_OPEN", "c1"), (5, t0 + 3, "email_open", "C1"),
+                             (6, t0 + 6, "email_open", None), (7, t0 + 7, "unread", "c1")]:
+        event = ChangeEvent(f"e{n}", "t", "L", "activity", at, activity_kind=kind,
+                            activity_ref=ref)
+        twin = pickle.loads(pickle.dumps(state))
+        deltas = on_upsert(state, event)
+        assert ("applied", deltas) == py.on_event(twin, event)
+        assert state.to_dict() == twin.to_dict()
+        assert state.next_flip == twin.next_flip
+    assert [(e[1], e[2]) for e in state.acts["email_open"]] == [
+        ("e5", "c1"), ("e4", "c1"), ("e6", None)]
+    assert "reader" in state.members and "unread" not in state.acts
 
     def untouched(s, event, answer=None, **kwargs):
         before = s.to_dict()
@@ -404,7 +421,7 @@ def test_on_upsert_finishes_only_the_events_it_can_and_leaves_the_rest_untouched
     untouched(state, upsert(1, t0 + 9, score=1))  # a duplicate
     untouched(state, later, owner=object())             # the view is another tenant's
     untouched(state, later, version="other")            # definitions not followed yet
-    untouched(state, later._replace(type="activity", fields=None, activity_kind="k"))
+    untouched(state, later._replace(type="tag_added", fields=None, tag="k"))
     untouched(state, later._replace(fields=None))
     full = pickle.loads(pickle.dumps(state))
     c.on_event(full, upsert(3, t0 + 3, score=2))  # its view again
@@ -419,9 +436,9 @@ def test_on_upsert_finishes_only_the_events_it_can_and_leaves_the_rest_untouched
     assert not state.exists
     untouched(state, later)                             # deleted: the lead does not exist
     with pytest.raises(TypeError):
-        ct.native.on_upsert(state, later, ct, ct.version, SEEN_MAX)
+        ct.native.on_event(state, later, ct, ct.version, SEEN_MAX, Delta)
     with pytest.raises(TypeError):
-        ct.native.on_upsert(state, ("e", "t"), ct, ct.version, SEEN_MAX, Delta)
+        ct.native.on_event(state, ("e", "t"), ct, ct.version, SEEN_MAX, Delta, ct.policies)
 
 
 def test_the_c_merge_keeps_a_versions_dict_out_of_the_collectors_way():
