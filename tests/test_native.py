@@ -383,19 +383,19 @@ def test_the_c_on_event_finishes_only_the_events_it_can_and_leaves_the_rest_unto
     c.on_event(state, upsert(0, t0, score=1, seen_at="1970-01-11"))
     assert state.view_owner is ct
 
-    def on_upsert(s, event, owner=ct, version=ct.version):
+    def in_c(s, event, owner=ct, version=ct.version):
         return ct.native.on_event(s, event, owner, version, SEEN_MAX, Delta, ct.policies)
 
     # the common event: the general path's deltas, seq, next_flip and state
     event = upsert(1, t0 + 1, score=9)
     twin = pickle.loads(pickle.dumps(state))
-    deltas = on_upsert(state, event)
+    deltas = in_c(state, event)
     assert [d.list_id for d in deltas] == ["hot", "vip"]
     assert ("applied", deltas) == py.on_event(twin, event)
     assert state.to_dict() == twin.to_dict()
     assert state.next_flip == 12 * day  # seen_at leaves its window
     # a date field changed: the next flip moved
-    deltas = on_upsert(state, upsert(2, t0 + 2, seen_at="1970-01-11T01:00:00Z"))
+    deltas = in_c(state, upsert(2, t0 + 2, seen_at="1970-01-11T01:00:00Z"))
     assert deltas == [] and state.next_flip == 12 * day + hour
     # activities: added in (time, id) order whatever the arrival order, case-folded, a
     # kind no rule reads not kept; the general path's deltas, seq and state again
@@ -404,7 +404,7 @@ def test_the_c_on_event_finishes_only_the_events_it_can_and_leaves_the_rest_unto
         event = ChangeEvent(f"e{n}", "t", "L", "activity", at, activity_kind=kind,
                             activity_ref=ref)
         twin = pickle.loads(pickle.dumps(state))
-        deltas = on_upsert(state, event)
+        deltas = in_c(state, event)
         assert ("applied", deltas) == py.on_event(twin, event)
         assert state.to_dict() == twin.to_dict()
         assert state.next_flip == twin.next_flip
@@ -414,7 +414,7 @@ def test_the_c_on_event_finishes_only_the_events_it_can_and_leaves_the_rest_unto
 
     def untouched(s, event, answer=None, **kwargs):
         before = s.to_dict()
-        assert on_upsert(s, event, **kwargs) is answer
+        assert in_c(s, event, **kwargs) is answer
         assert s.to_dict() == before
 
     later = upsert(9, t0 + 9, score=1)
