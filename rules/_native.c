@@ -137,22 +137,51 @@ bits_to_double(int64_t word)
     return value;
 }
 
+/* 1 when obj is an int of up to two 30-bit digits (a time of this era), read directly
+ * into *out; 0 when not. */
+static inline int
+small_time(PyObject *obj, int64_t *out)
+{
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000 && PyLong_SHIFT == 30
+    if (PyLong_CheckExact(obj)) {
+        Py_ssize_t size = Py_SIZE(obj);
+        const digit *d = ((PyLongObject *)obj)->ob_digit;
+        int64_t value = size == 0 ? 0 : (int64_t)d[0];
+        if (size == 2 || size == -2)
+            value |= (int64_t)d[1] << PyLong_SHIFT;
+        else if (size > 2 || size < -2)
+            return 0;
+        *out = size < 0 ? -value : value;
+        return 1;
+    }
+#endif
+    (void)obj;
+    (void)out;
+    return 0;
+}
+
+/* A tuple of strs, ints and None can be in no cycle: untracked, the collector need not
+ * walk it, nor a dict or list it enters (CPython untracks such tuples itself, but only
+ * at their first collection, and a tracked tuple makes an untracked dict tracked again).
+ * Leaves any other tuple as it is. */
+static void
+untrack_atomic(PyObject *tuple)
+{
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(tuple); k++) {
+        PyObject *item = PyTuple_GET_ITEM(tuple, k);
+        if (!PyUnicode_CheckExact(item) && !PyLong_CheckExact(item) && item != Py_None)
+            return;
+    }
+    if (PyObject_GC_IsTracked(tuple))
+        PyObject_GC_UnTrack(tuple);
+}
+
 /* A time stored in a dict (an int), or -1 with an error set when it is not one. */
 static inline int
 as_time(PyObject *obj, int64_t *out)
 {
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000 && PyLong_SHIFT == 30
-    /* the common case read directly: a time of this era is two 30-bit digits */
-    if (PyLong_CheckExact(obj)) {
-        Py_ssize_t size = Py_SIZE(obj);
-        const digit *d = ((PyLongObject *)obj)->ob_digit;
-        if (size == 2 || size == -2) {
-            int64_t value = (int64_t)d[0] | ((int64_t)d[1] << PyLong_SHIFT);
-            *out = size < 0 ? -value : value;
-            return 0;
-        }
-    }
-#endif
+    if (small_time(obj, out))
+        return 0;  /* the common case */
     if (!PyLong_Check(obj)) {
         PyErr_SetString(PyExc_TypeError, "a time is an int");
         return -1;
@@ -2565,28 +2594,6 @@ Tenant_entries(TenantObject *self, PyObject *arg)
     return out;
 }
 
-/* 1 when obj is an int of up to two 30-bit digits, read into *out; 0 when not. */
-static inline int
-small_time(PyObject *obj, int64_t *out)
-{
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000 && PyLong_SHIFT == 30
-    if (PyLong_CheckExact(obj)) {
-        Py_ssize_t size = Py_SIZE(obj);
-        const digit *d = ((PyLongObject *)obj)->ob_digit;
-        int64_t value = size == 0 ? 0 : (int64_t)d[0];
-        if (size == 2 || size == -2)
-            value |= (int64_t)d[1] << PyLong_SHIFT;
-        else if (size > 2 || size < -2)
-            return 0;
-        *out = size < 0 ? -value : value;
-        return 1;
-    }
-#endif
-    (void)obj;
-    (void)out;
-    return 0;
-}
-
 /* 1 when a > b, 0 when not, -1 with an error set, as Python compares them: times (ints)
  * and versions ((time, event id) tuples) are compared here, the rest by Python. */
 static int
@@ -2623,15 +2630,10 @@ native_merge_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *items = PyDict_Items(args[2]);  /* a copy: comparisons may run code */
     if (items == NULL)
         return NULL;
-    /* an (int, str) version can be in no cycle. Left tracked by the collector, it would
-       make the untracked versions dict it enters tracked again, and the next young
-       collection would walk that dict (CPython untracks both there, until the next
-       upsert) */
-    if (PyTuple_CheckExact(version) && PyTuple_GET_SIZE(version) == 2 &&
-        PyLong_CheckExact(PyTuple_GET_ITEM(version, 0)) &&
-        PyUnicode_CheckExact(PyTuple_GET_ITEM(version, 1)) &&
-        PyObject_GC_IsTracked(version))
-        PyObject_GC_UnTrack(version);
+    /* left tracked, an (int, str) version would make the untracked versions dict it
+       enters tracked again, and the next young collection would walk that dict */
+    if (PyTuple_CheckExact(version))
+        untrack_atomic(version);
     for (Py_ssize_t k = 0; k < PyList_GET_SIZE(items); k++) {
         PyObject *item = PyList_GET_ITEM(items, k);
         PyObject *name = PyTuple_GET_ITEM(item, 0), *value = PyTuple_GET_ITEM(item, 1);
@@ -2964,8 +2966,7 @@ add_activity(PyObject *state, PyObject *acts, PyObject *policies, PyObject *even
     }
     if ((entry = PyTuple_Pack(3, at, event_id, ref)) == NULL)
         goto drop;
-    if (PyLong_CheckExact(at) && PyUnicode_CheckExact(event_id))
-        PyObject_GC_UnTrack(entry);  /* atomic: see merge_fields */
+    untrack_atomic(entry);
     while (place > 0) {
         /* insort: after every entry whose (time, id) is not later than the new one's */
         PyObject *e = PyList_GET_ITEM(entries, place - 1);
@@ -3481,17 +3482,12 @@ native_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto error;
         }
         PyObject *items[9] = {id, tenant, lead, list_id, action, when, cause, depth, number};
-        int atomic = 1;
         for (int f = 0; f < 9; f++) {
             if (f != 0 && f != 8)
                 Py_INCREF(items[f]);
             PyTuple_SET_ITEM(delta, f, items[f]);
-            atomic &= PyUnicode_CheckExact(items[f]) || PyLong_CheckExact(items[f]);
         }
-        /* a tuple of strs and ints can be in no cycle: the collector need not track it
-           (CPython untracks such tuples itself, at their first collection) */
-        if (atomic && PyObject_GC_IsTracked(delta))
-            PyObject_GC_UnTrack(delta);
+        untrack_atomic(delta);
         PyList_SET_ITEM(deltas, k, delta);
     }
     Py_DECREF(rows);
