@@ -8,11 +8,28 @@ static list) take them as an argument, so batch and streaming validate alike.
 from __future__ import annotations
 
 import json
+import math
 
 from rules.values import format_ts, lone_surrogate, parse_timestamp, reject_json_constant
 from schemas.records import EVENT_TYPES, ChangeEvent
 
-MAX_RECORD_BYTES = 1 << 20
+# What one event may hold. Past any of these the record is a dead letter with its own
+# reason, here, once: the engine and the sinks walk values recursively and keep them in
+# 64-bit columns, so a record within these limits cannot fail a bundle further on.
+MAX_RECORD_BYTES = 1 << 20      # the raw record (SPEC section 2)
+MAX_DEPTH = 32                  # arrays and objects nested in one field value
+MAX_FIELDS = 1_000              # entries of `fields`
+MAX_VALUES = 10_000             # array items and object members nested in `fields`
+MAX_NAME_CHARS = 256            # a field name
+MAX_ID_CHARS = 256              # event_id, tenant_id, lead_id, tag, list_id, activity kind/ref
+MAX_STRING_CHARS = 64 * 1024    # any other string: a value, a key inside a value
+MAX_FIELDS_CHARS = 256 * 1024   # `fields` as compact JSON text
+MIN_INT, MAX_INT = -(1 << 63), (1 << 63) - 1  # BigQuery's INT64, SQLite's INTEGER, Avro's long
+
+# Per value, compact JSON spends at most this many characters besides its strings' own
+# (whose characters take at most 6 each, as \uXXXX): quotes, a colon, a comma, and
+# the longest number (-1.2345678901234567e-308 is 24 characters).
+_JSON_OVERHEAD = 32
 
 
 class InvalidEvent(ValueError):
@@ -24,6 +41,21 @@ class InvalidEvent(ValueError):
         self.message = message
 
 
+def _shown(value, limit=80):
+    """A short JSON preview of a value for a message; never walks a nested one (it may
+    be as deep as the JSON parser allows, past what json.dumps can recurse into)."""
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, str):
+        value = value[:limit]
+    elif isinstance(value, int) and not isinstance(value, bool) and \
+            not MIN_INT <= value <= MAX_INT:
+        return "an integer of %d digits" % len(str(abs(value)))
+    return json.dumps(value)[:limit]
+
+
 def _text(record, key, required=True):
     value = record.get(key)
     if value is None:
@@ -32,8 +64,84 @@ def _text(record, key, required=True):
         return None
     if not isinstance(value, str) or not value:
         raise InvalidEvent("wrong_type", f"'{key}' must be a non-empty string, "
-                                         f"got {json.dumps(value)[:80]}")
+                                         f"got {_shown(value)}")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidEvent("too_long", f"'{key}' is {len(value):,} characters long, over "
+                                       f"{MAX_ID_CHARS}")
     return value
+
+
+def _scalar(value, name):
+    """Check a string or number of field `name` (shown in messages) against the limits."""
+    kind = type(value)
+    if kind is str:
+        if len(value) > MAX_STRING_CHARS:
+            raise InvalidEvent("too_long", f"field {_shown(name)} holds a string of "
+                                           f"{len(value):,} characters, over "
+                                           f"{MAX_STRING_CHARS:,}")
+    elif kind is int:
+        if not MIN_INT <= value <= MAX_INT:
+            raise InvalidEvent("bad_number", f"field {_shown(name)} holds "
+                                             f"{_shown(value)}, outside the 64-bit range: "
+                                             f"send it as a string")
+    elif kind is float and not math.isfinite(value):  # 1e400 parses as infinity
+        raise InvalidEvent("bad_number", f"field {_shown(name)} holds a number beyond "
+                                         f"the range of a double")
+
+
+def check_fields(fields):
+    """InvalidEvent unless the `fields` of an upsert are within the limits above.
+
+    One pass over every value without recursion, so it copes with any depth the JSON
+    parser produced.
+    """
+    if len(fields) > MAX_FIELDS:
+        raise InvalidEvent("too_many_fields", f"'fields' has {len(fields):,} entries, over "
+                                              f"{MAX_FIELDS:,}")
+    chars = 0
+    nested = []
+    for name, value in fields.items():
+        if len(name) > MAX_NAME_CHARS:
+            raise InvalidEvent("too_long", f"field name {_shown(name)} is {len(name):,} "
+                                           f"characters long, over {MAX_NAME_CHARS}")
+        chars += len(name)
+        if type(value) is list or type(value) is dict:
+            nested.append((value, 1, name))
+        else:
+            _scalar(value, name)
+            if type(value) is str:
+                chars += len(value)
+    values = 0
+    while nested:
+        value, depth, name = nested.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidEvent("too_deep", f"field {_shown(name)} nests arrays or objects "
+                                           f"more than {MAX_DEPTH} deep")
+        values += len(value)
+        if values > MAX_VALUES:
+            raise InvalidEvent("too_many_values", f"'fields' holds more than "
+                                                  f"{MAX_VALUES:,} nested values")
+        if type(value) is dict:
+            for key in value:
+                if len(key) > MAX_STRING_CHARS:
+                    raise InvalidEvent("too_long", f"field {_shown(name)} holds a key of "
+                                                   f"{len(key):,} characters, over "
+                                                   f"{MAX_STRING_CHARS:,}")
+                chars += len(key)
+            value = value.values()
+        for item in value:
+            if type(item) is list or type(item) is dict:
+                nested.append((item, depth + 1, name))
+            else:
+                _scalar(item, name)
+                if type(item) is str:
+                    chars += len(item)
+    # the text is only made when a bound on its length does not settle it
+    if 6 * chars + _JSON_OVERHEAD * (len(fields) + values) > MAX_FIELDS_CHARS:
+        size = len(json.dumps(fields, ensure_ascii=False, separators=(",", ":")))
+        if size > MAX_FIELDS_CHARS:
+            raise InvalidEvent("fields_too_large", f"'fields' is {size:,} characters of "
+                                                   f"JSON, over {MAX_FIELDS_CHARS:,}")
 
 
 def decode(payload):
@@ -54,7 +162,7 @@ def decode(payload):
     except json.JSONDecodeError as err:
         raise InvalidEvent("not_json", f"not JSON: {err.msg} at column {err.colno}") from None
     except RecursionError:
-        raise InvalidEvent("not_json", "not JSON: nested too deeply") from None
+        raise InvalidEvent("too_deep", "nested deeper than the JSON parser goes") from None
     except ValueError as err:  # NaN, an integer of more than 4,300 digits
         raise InvalidEvent("not_json", f"not JSON: {err}"[:200]) from None
     if not isinstance(record, dict):
@@ -63,7 +171,8 @@ def decode(payload):
         try:
             found = lone_surrogate(record)
         except RecursionError:
-            raise InvalidEvent("not_json", "not JSON: nested too deeply") from None
+            raise InvalidEvent("too_deep", "nested deeper than the JSON parser goes") \
+                from None
         if found is not None:
             raise InvalidEvent("not_utf8", f"record holds a lone surrogate escape "
                                            f"(\\u{ord(found[1]):04x})")
@@ -81,7 +190,7 @@ def to_event(record, definitions=None):
     lead_id = _text(record, "lead_id")
     kind = _text(record, "type")
     if kind not in EVENT_TYPES:
-        raise InvalidEvent("unknown_type", f"unknown event type {json.dumps(kind)[:60]}")
+        raise InvalidEvent("unknown_type", f"unknown event type {_shown(kind, 60)}")
     stamp = record.get("occurred_at")
     if stamp is None:
         raise InvalidEvent("missing_field", "missing required field 'occurred_at'")
@@ -89,7 +198,7 @@ def to_event(record, definitions=None):
         occurred_at = parse_timestamp(stamp)
     except ValueError:
         raise InvalidEvent("bad_timestamp", f"'occurred_at' is not an RFC 3339 timestamp: "
-                                            f"{json.dumps(stamp)[:60]}") from None
+                                            f"{_shown(stamp, 60)}") from None
     tenant = None
     if definitions is not None:
         tenant = definitions.tenant(tenant_id)
@@ -102,6 +211,7 @@ def to_event(record, definitions=None):
             raise InvalidEvent("wrong_type" if fields is not None else "missing_field",
                                "'fields' must be an object of changed fields"
                                if fields is not None else "missing required field 'fields'")
+        check_fields(fields)
         extra["fields"] = fields
     elif kind == "activity":
         activity = record.get("activity")

@@ -287,3 +287,24 @@ def test_invariants_hold_for_random_inputs_through_the_pipeline(tmp_path_factory
     before = table_counts(sink)
     run_backfill(pattern, document, sink)
     assert table_counts(sink) == before
+
+
+def test_a_value_nested_950_deep_is_a_dead_letter_and_the_job_goes_on(tmp_path):
+    """It used to pass parsing and fail the bundle in the engine and the profile row."""
+    upsert = {"event_id": "deep", "tenant_id": "acme", "lead_id": "L1",
+              "type": "lead_upserted", "occurred_at": "2026-05-01T00:00:00Z",
+              "fields": {"state": "NY", "history": 0}}
+    deep = json.dumps(upsert).replace('"history": 0',
+                                      '"history": ' + "[" * 950 + "]" * 950)
+    good = dict(upsert, event_id="good", fields={"state": "NY"})
+    folder = tmp_path / "events"
+    folder.mkdir()
+    (folder / "part-0.jsonl").write_text(deep + "\n" + json.dumps(good) + "\n")
+    sink = f"sqlite:///{tmp_path}/out.db"
+    counts = run_backfill(str(folder / "*.jsonl"), DOC, sink)
+    assert counts["records_read"] == 2 and counts["dead_letters"] == 1
+    assert counts["dead_letter_too_deep"] == 1
+    db = sqlite3.connect(f"{tmp_path}/out.db")
+    (reason, payload), = db.execute("SELECT reason, payload FROM dead_letters").fetchall()
+    assert reason.startswith("too_deep: ") and payload == deep
+    assert sink_memberships(sink) == {("acme", "east", "L1")}
