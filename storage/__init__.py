@@ -13,6 +13,16 @@ from storage.uri import SinkUri, parse_sink_uri
 _SHARED = {}
 
 
+class IncompatibleSink(Exception):
+    """A sink that exists but that this version must not read or write: made by a newer
+    version, or not a dynlists sink at all. `reason` is a sentence saying so and what to
+    do; the file is left as it was."""
+
+    def __init__(self, location, reason):
+        super().__init__(f"{location}: {reason}")
+        self.location, self.reason = location, reason
+
+
 def open_store(uri):
     """The store behind a sink URI (text or SinkUri), opened for reading and writing."""
     sink = uri if isinstance(uri, SinkUri) else parse_sink_uri(uri)
@@ -27,8 +37,10 @@ def open_store(uri):
 
 
 def check_sink(uri, must_exist):
-    """ValueError (one sentence) unless the sink can be opened: a job's sink is created
-    when missing, the sink a command reads (`explain`, `reconcile`) must exist."""
+    """ValueError (one sentence) unless the sink can be opened and used: a job's sink is
+    created when missing, the sink a command reads (`explain`, `reconcile`) must exist,
+    and a sink of an older layout is brought up to date (IncompatibleSink if it cannot
+    be)."""
     import os
     import sqlite3
     sink = uri if isinstance(uri, SinkUri) else parse_sink_uri(uri)
@@ -47,6 +59,8 @@ def check_sink(uri, must_exist):
         store = open_store(sink)
         if hasattr(store, "close"):
             store.close()
+    except IncompatibleSink as err:
+        raise ValueError(f"cannot use sink {uri}: {err.reason}") from None
     except (OSError, sqlite3.Error) as err:
         raise ValueError(f"cannot open sink {uri}: {err}") from None
 
@@ -65,4 +79,5 @@ def shared_store(uri):
     return store
 
 
-__all__ = ["SinkUri", "check_sink", "open_store", "parse_sink_uri", "shared_store"]
+__all__ = ["IncompatibleSink", "SinkUri", "check_sink", "open_store", "parse_sink_uri",
+           "shared_store"]

@@ -8,6 +8,12 @@ events (its deltas a lead's whole history, some known, some new) leaves each lea
 last delta says, not as its last *new* delta says. A lead's deltas arrive in the order
 they were made: the writing step is fused with the step that makes them. WAL mode and a
 busy timeout let several worker processes write to the same file.
+
+The file carries its layout's version in `PRAGMA user_version` (SCHEMA_VERSION). Version
+1 is the layout before deltas and memberships were keyed by lead (files of that time
+carry 0); such a file is rebuilt with today's keys in one transaction when opened. A file
+of a newer version, or one that is not a dynlists database, is refused before anything
+writes to it.
 """
 
 from __future__ import annotations
@@ -17,11 +23,18 @@ import sqlite3
 import time
 
 from schemas import tables
+from storage import IncompatibleSink
 from storage.rows import delta_values, ordered
 
 T = tables
 CACHE_KIB = 128 * 1024    # page cache per connection
 CHECKPOINT_PAGES = 20_000  # pages in the write-ahead log before it is checkpointed
+
+SCHEMA_VERSION = 2
+# each version's primary keys; version 1 had no index by list either
+_KEYS = {1: T.KEYS, 2: T.SQLITE_KEYS}
+_REKEYED = [t for t in T.TABLES if _KEYS[1][t] != _KEYS[2][t]]
+_ANOTHER_FILE = "name another file for the sink"
 
 
 class SqliteStore:
@@ -31,17 +44,99 @@ class SqliteStore:
         os.makedirs(folder, exist_ok=True)
         self.db = sqlite3.connect(path, timeout=120, isolation_level=None,
                                   check_same_thread=False)
-        self._set_wal()
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        # keep the key indexes' pages in memory, and checkpoint the log less often, so a
-        # page is copied back once for many inserts (the log is checkpointed and emptied
-        # when the last connection closes)
-        self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        self.db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
-        for table in T.TABLES:
+        try:
+            # before the journal mode: switching it writes to the file, which a refused
+            # file must not see
+            current = self._schema() == (SCHEMA_VERSION, SCHEMA_VERSION, len(T.TABLES))
+            self._set_wal()
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            # keep the key indexes' pages in memory, and checkpoint the log less often, so
+            # a page is copied back once for many inserts (the log is checkpointed and
+            # emptied when the last connection closes)
+            self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            self.db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
+            if not current:
+                self._upgrade()
+        except BaseException:
+            self.db.close()
+            raise
+        self._insert = {table: self._insert_sql(table) for table in T.TABLES}
+
+    def _schema(self):
+        """(stamped version, version of the tables' layout or None when there are none
+        yet, number of dynlists tables), or IncompatibleSink."""
+        db = self.db
+        stamped = db.execute("PRAGMA user_version").fetchone()[0]
+        names = [name for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND name NOT LIKE 'sqlite!_%' ESCAPE '!'")]
+        ours = [name for name in names if name in T.TABLES]
+        if stamped > SCHEMA_VERSION:
+            if names and not ours:
+                raise self._foreign(f"it has tables dynlists does not make: {_few(names)}")
+            raise IncompatibleSink(self.path, (
+                f"made by a newer version of dynlists (schema {stamped}, this one reads "
+                f"up to {SCHEMA_VERSION}): upgrade dynlists to use it"))
+        if len(ours) < len(names):
+            raise self._foreign("it has tables dynlists does not make: "
+                                f"{_few(sorted(set(names) - set(ours)))}")
+        versions = set(_KEYS)
+        for table in ours:
+            info = db.execute(f"PRAGMA table_info({table})").fetchall()
+            columns = [column[1] for column in info]
+            if columns != T.column_names(table):
+                raise self._foreign(f"its table {table} has the columns {_few(columns)}")
+            key = tuple(column[1] for column in sorted(info, key=lambda c: c[5]) if column[5])
+            fits = {version for version, keys in _KEYS.items() if keys[table] == key}
+            if not fits:
+                raise self._foreign(f"its table {table} is keyed by ({', '.join(key)})")
+            versions &= fits
+        if not versions:
+            raise self._foreign("its tables' keys are of different versions")
+        # tables keyed alike in every version (or none yet) are today's
+        layout = max(versions) if ours else None
+        if stamped == SCHEMA_VERSION and layout not in (None, SCHEMA_VERSION):
+            raise self._foreign(f"it is stamped schema {stamped} but its tables are "
+                                f"schema {layout}'s")
+        return stamped, layout, len(ours)
+
+    def _foreign(self, why):
+        return IncompatibleSink(self.path, f"not a dynlists database ({why}): {_ANOTHER_FILE}")
+
+    def _upgrade(self):
+        """Bring the file to SCHEMA_VERSION in one transaction: create what is missing,
+        rebuild tables of an older layout, stamp the version. Several processes may open
+        a new or old file at once: the first to take the write lock upgrades it, the
+        others find it done."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            _, layout, _ = self._schema()  # again, under the lock
+            if layout == 1:
+                self._rekey()
+            for table in T.TABLES:
+                for statement in T.sqlite_ddl(table):
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _rekey(self):
+        """Version 1 -> 2: the tables whose keys changed are copied into new tables with
+        today's keys (and indexes). No two rows can collide in a copy: each new key holds
+        all of the old key's columns."""
+        for table in _REKEYED:
+            old = f"{table}_v1"
+            self.db.execute(f"ALTER TABLE {table} RENAME TO {old}")
             for statement in T.sqlite_ddl(table):
                 self.db.execute(statement)
-        self._insert = {table: self._insert_sql(table) for table in T.TABLES}
+            columns = ", ".join(T.column_names(table))
+            # in key order: the new index is filled front to back
+            self.db.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {old} "
+                            f"ORDER BY {', '.join(_KEYS[2][table])}")
+            self.db.execute(f"DROP TABLE {old}")
 
     def _set_wal(self):
         # Switching the journal mode does not wait on the busy timeout when another
@@ -168,6 +263,10 @@ class SqliteStore:
 
 
 _AT = {name: i for i, name in enumerate(T.column_names(T.MEMBERSHIP_DELTAS))}
+
+
+def _few(names):
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def _membership_changes(deltas):

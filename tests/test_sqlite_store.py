@@ -3,15 +3,18 @@ writes, and memberships follow the deltas in order, known ones included; a sink 
 up with definitions that come back and with a backfill run again with more events."""
 
 import itertools
+import sqlite3
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.values import format_ts
 from schemas import tables
-from schemas.records import make_delta
-from storage.rows import delta_row
-from storage.sqlite import SqliteStore
+from schemas.records import make_dead_letter, make_delta
+from storage import IncompatibleSink, check_sink
+from storage.rows import dead_letter_row, delta_row
+from storage.sqlite import SCHEMA_VERSION, SqliteStore
 
 STAMP = 1_800_000_000_000_000
 
@@ -55,32 +58,231 @@ def test_delta_records_and_rows_write_the_same_tables(tmp_path_factory, batches)
     assert fast.count(tables.MEMBERSHIP_DELTAS) == len(seen)
 
 
-def test_a_file_with_the_earlier_keys_still_takes_writes_and_replays(tmp_path):
-    """Files made before the tables were keyed by lead have delta_id and (tenant, list,
-    lead) as their keys; writing, replaying and reading them works the same."""
-    import sqlite3
-    path = str(tmp_path / "old.db")
+# The tables as version 1 (user_version 0) made them, before deltas and memberships were
+# keyed by lead: written out, not derived, so that a change to today's DDL leaves them be.
+V1_DDL = """
+CREATE TABLE IF NOT EXISTS membership_deltas (
+  delta_id TEXT NOT NULL, tenant_id TEXT NOT NULL, lead_id TEXT NOT NULL,
+  list_id TEXT NOT NULL, action TEXT NOT NULL, event_time TEXT NOT NULL,
+  cause TEXT NOT NULL, cascade_depth INTEGER NOT NULL, seq INTEGER NOT NULL,
+  processed_at TEXT NOT NULL,
+  PRIMARY KEY (delta_id)
+);
+CREATE TABLE IF NOT EXISTS list_memberships (
+  tenant_id TEXT NOT NULL, list_id TEXT NOT NULL, lead_id TEXT NOT NULL,
+  since TEXT NOT NULL, seq INTEGER NOT NULL,
+  PRIMARY KEY (tenant_id, list_id, lead_id)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+  dead_letter_id TEXT NOT NULL, received_at TEXT NOT NULL, source TEXT NOT NULL,
+  reason TEXT NOT NULL, payload TEXT NOT NULL,
+  PRIMARY KEY (dead_letter_id)
+);
+CREATE TABLE IF NOT EXISTS lead_profiles (
+  tenant_id TEXT NOT NULL, lead_id TEXT NOT NULL, deleted INTEGER NOT NULL,
+  fields TEXT, tags TEXT, static_lists TEXT, activities TEXT, memberships TEXT,
+  clock TEXT, state TEXT NOT NULL, updated_at TEXT NOT NULL,
+  PRIMARY KEY (tenant_id, lead_id)
+);
+"""
+
+FIRST = [make_delta("t1", "L1", "a", True, 1, "e1", 0, 1),
+         make_delta("t1", "L1", "b", True, 1, "e1", 0, 2),
+         make_delta("t1", "L2", "a", True, 2, "e2", 0, 1)]
+LATER = [make_delta("t1", "L1", "a", False, 3, "e3", 0, 3)]
+
+
+def _profile(tenant, lead):
+    return {"tenant_id": tenant, "lead_id": lead, "deleted": False, "fields": "{}",
+            "tags": "[]", "static_lists": "[]", "activities": "{}", "memberships": "{}",
+            "clock": None, "state": '{"seq": 1}', "updated_at": format_ts(STAMP)}
+
+
+def copy_into_v1_file(source, path):
+    """A version 1 file holding the rows of the store at `source`."""
+    db = sqlite3.connect(path)
+    db.executescript(V1_DDL)
+    db.execute("ATTACH DATABASE ? AS src", (source,))
+    for name in tables.TABLES:
+        db.execute(f"INSERT INTO {name} SELECT * FROM src.{name}")
+    db.commit()
+    db.execute("DETACH DATABASE src")
+    db.close()
+
+
+def primary_key(db, name):
+    info = db.execute(f"PRAGMA table_info({name})").fetchall()
+    return tuple(column[1] for column in sorted(info, key=lambda c: c[5]) if column[5])
+
+
+def user_version(path):
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_a_file_with_the_earlier_keys_is_rebuilt_with_todays_keys(tmp_path):
+    """Version 1 files key deltas by delta_id and memberships by (tenant, list, lead):
+    opening one rebuilds those tables with today's keys and index, every row kept; a
+    replay then adds no row, and writes go on as on a new file."""
+    reference = SqliteStore(str(tmp_path / "today.db"))
+    stamp = format_ts(STAMP)
+    reference.write_deltas(FIRST, stamp, [_profile("t1", "L1"), _profile("t1", "L2")])
+    reference.write({tables.DEAD_LETTERS: [dead_letter_row(
+        make_dead_letter("f:1", "not_json: x", "{oops", STAMP))]})
+    old = str(tmp_path / "old.db")
+    copy_into_v1_file(reference.path, old)
+    assert user_version(old) == 0
+    store = SqliteStore(old)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    for name in tables.TABLES:
+        assert primary_key(store.db, name) == tables.SQLITE_KEYS[name]
+        assert table(store, name) == table(reference, name)
+    assert store.db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND "
+                            "name = 'list_memberships_by_list'").fetchone()
+    assert {n for (n,) in store.db.execute("SELECT name FROM sqlite_master WHERE type = "
+                                           "'table'")} == set(tables.TABLES)
+    # idempotence after the rebuild: the same deltas again are no new row
+    assert store.write_deltas(FIRST, stamp) == 0
+    assert store.count(tables.MEMBERSHIP_DELTAS) == 3
+    for both in (store, reference):
+        assert both.write_deltas(FIRST + LATER, stamp) == 1  # a replay plus one new delta
+    for name in tables.TABLES:
+        assert table(store, name) == table(reference, name)
+    assert store.memberships() == {("t1", "b", "L1"), ("t1", "a", "L2")}
+    store.close()
+    again = SqliteStore(old)  # opened again: already today's, nothing to do
+    assert table(again, tables.MEMBERSHIP_DELTAS) == table(reference, tables.MEMBERSHIP_DELTAS)
+
+
+def test_a_rebuild_that_fails_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    """The rebuild is one transaction: a failure after the deltas were copied leaves the
+    version 1 file whole, to be rebuilt at the next opening."""
+    reference = SqliteStore(str(tmp_path / "today.db"))
+    reference.write_deltas(FIRST, format_ts(STAMP))
+    old = str(tmp_path / "old.db")
+    copy_into_v1_file(reference.path, old)
+    rekey = SqliteStore._rekey
+
+    def rekey_then_fail(self):
+        rekey(self)
+        assert primary_key(self.db, tables.MEMBERSHIP_DELTAS) == \
+            tables.SQLITE_KEYS[tables.MEMBERSHIP_DELTAS]
+        raise sqlite3.OperationalError("disk I/O error")
+    monkeypatch.setattr(SqliteStore, "_rekey", rekey_then_fail)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        SqliteStore(old)
+    db = sqlite3.connect(old)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+    assert primary_key(db, tables.MEMBERSHIP_DELTAS) == ("delta_id",)
+    assert primary_key(db, tables.LIST_MEMBERSHIPS) == ("tenant_id", "list_id", "lead_id")
+    assert db.execute("SELECT COUNT(*) FROM membership_deltas").fetchone()[0] == 3
+    db.close()
+    monkeypatch.setattr(SqliteStore, "_rekey", rekey)
+    assert SqliteStore(old).count(tables.MEMBERSHIP_DELTAS) == 3
+
+
+def test_a_file_of_todays_layout_without_a_version_is_stamped(tmp_path):
+    """Files the current layout made before files carried a version: stamped 2 as they
+    are, nothing rebuilt."""
+    path = str(tmp_path / "unstamped.db")
     db = sqlite3.connect(path)
     for name in tables.TABLES:
-        ddl = tables.sqlite_ddl(name)[0]
-        keys = ", ".join(tables.KEYS[name])
-        db.execute(ddl.replace(f"PRIMARY KEY ({', '.join(tables.SQLITE_KEYS[name])})",
-                               f"PRIMARY KEY ({keys})"))
+        for statement in tables.sqlite_ddl(name):
+            db.execute(statement)
+    db.commit()
+    before = sorted(db.execute("SELECT type, name, sql FROM sqlite_master"))
+    db.close()
+    store = SqliteStore(path)
+    assert store.write_deltas(FIRST, format_ts(STAMP)) == 3
+    assert sorted(store.db.execute("SELECT type, name, sql FROM sqlite_master")) == before
+    store.close()
+    assert user_version(path) == SCHEMA_VERSION
+
+
+def test_a_new_file_is_made_at_todays_version(tmp_path):
+    store = SqliteStore(str(tmp_path / "new.db"))
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    for name in tables.TABLES:
+        assert primary_key(store.db, name) == tables.SQLITE_KEYS[name]
+
+
+def _newer(path):
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+
+
+def _foreign(path):
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    db.execute("INSERT INTO notes (text) VALUES ('keep me')")
     db.commit()
     db.close()
-    first = [make_delta("t1", "L1", "a", True, 1, "e1", 0, 1),
-             make_delta("t1", "L1", "b", True, 1, "e1", 0, 2),
-             make_delta("t1", "L2", "a", True, 2, "e2", 0, 1)]
-    later = [make_delta("t1", "L1", "a", False, 3, "e3", 0, 3)]
-    store = SqliteStore(path)
-    assert "PRIMARY KEY (delta_id)" in store.db.execute(
-        "SELECT sql FROM sqlite_master WHERE name = 'membership_deltas'").fetchone()[0]
-    stamp = format_ts(STAMP)
-    assert store.write_deltas(first, stamp) == 3
-    assert store.write_deltas(first + later, stamp) == 1  # a replay plus one new delta
-    assert store.count(tables.MEMBERSHIP_DELTAS) == 4
-    assert store.memberships() == {("t1", "b", "L1"), ("t1", "a", "L2")}
-    assert [size for _, lid, size in store.list_sizes() if lid == "a"] == [1]
+
+
+def _ours_and_more(path):
+    SqliteStore(path).close()
+    _foreign(path)
+
+
+def _other_columns(path):
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE lead_profiles (id TEXT PRIMARY KEY, name TEXT)")
+    db.close()
+
+
+def _other_keys(path):
+    db = sqlite3.connect(path)
+    for statement in tables.sqlite_ddl(tables.MEMBERSHIP_DELTAS):
+        db.execute(statement.replace("PRIMARY KEY (tenant_id, lead_id, delta_id)",
+                                     "PRIMARY KEY (list_id, delta_id)"))
+    db.close()
+
+
+def _newer_of_another_program(path):
+    _foreign(path)
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 40")
+    db.close()
+
+
+REFUSED = [
+    (_newer, "made by a newer version of dynlists (schema 3, this one reads up to 2): "
+             "upgrade dynlists to use it"),
+    (_foreign, "not a dynlists database (it has tables dynlists does not make: notes): "
+               "name another file for the sink"),
+    (_ours_and_more, "not a dynlists database (it has tables dynlists does not make: notes)"),
+    (_other_columns, "not a dynlists database (its table lead_profiles has the columns "
+                     "id, name)"),
+    (_other_keys, "not a dynlists database (its table membership_deltas is keyed by "
+                  "(list_id, delta_id))"),
+    (_newer_of_another_program, "not a dynlists database (it has tables dynlists does not "
+                                "make: notes)"),
+]
+
+
+@pytest.mark.parametrize("make, reason", REFUSED, ids=[m.__name__ for m, _ in REFUSED])
+def test_files_this_version_cannot_use_are_refused_untouched(tmp_path, make, reason):
+    path = str(tmp_path / "refused.db")
+    make(path)
+    before = open(path, "rb").read()
+    with pytest.raises(IncompatibleSink) as refused:
+        SqliteStore(path)
+    assert refused.value.reason.startswith(reason)
+    assert str(refused.value).startswith(path + ": ")
+    assert open(path, "rb").read() == before
+    db = sqlite3.connect(path)  # not switched to WAL, not stamped
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == (
+        "wal" if make in (_newer, _ours_and_more) else "delete")
+    db.close()
+    with pytest.raises(ValueError) as sentence:
+        check_sink(f"sqlite://{path}", must_exist=True)
+    assert str(sentence.value) == f"cannot use sink sqlite://{path}: {refused.value.reason}"
+    assert "\n" not in str(sentence.value)
 
 
 def _scenario_processor(bound):
