@@ -26,7 +26,7 @@ commands:
   explain  --lists FILE --sink URI --tenant T --lead L [--list X] [--as_of TS]
   validate --lists FILE
   publish  --events GLOB --topic projects/P/topics/T [--rate N]
-  sweep    --lists FILE --sink URI --topic projects/P/topics/T
+  sweep    --lists FILE --sink URI --control_topic projects/P/topics/T
   reconcile --lists FILE --sink URI [--fix] [--as_of TS] [--report_dir DIR] [Beam options]
 """
 

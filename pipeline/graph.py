@@ -13,16 +13,18 @@ from transforms.evaluate import DEAD_LETTERS as EVALUATION_DEAD_LETTERS
 from transforms.evaluate import DELTAS, PROFILES, EvaluateLeads, EvaluateLeadsStreaming
 from transforms.io import ReadEventFiles
 from transforms.parse import DEAD_LETTERS, EVENTS, ParseEvents
-from transforms.pubsub import RECORDS, SWEEPS, ReadPubSubRecords
+from transforms.pubsub import DEAD_LETTERS as CONTROL_DEAD_LETTERS
+from transforms.pubsub import SWEEPS, ReadControl, ReadPubSubRecords
 from transforms.sinks import WriteTables
 
 
-def parse_evaluate_write(records, definitions, evaluate, sink):
+def parse_evaluate_write(records, definitions, evaluate, sink, dead_letters=()):
     """The steps batch and streaming share once records are read: parse (dead letters
-    aside), evaluate each lead, write the tables."""
+    aside), evaluate each lead, write the tables. `dead_letters`: more of them, from
+    elsewhere (the control subscription)."""
     parsed = records | "Parse" >> ParseEvents(definitions)
     evaluated = parsed[EVENTS] | "Evaluate" >> evaluate
-    dead = ((parsed[DEAD_LETTERS], evaluated[EVALUATION_DEAD_LETTERS])
+    dead = ((parsed[DEAD_LETTERS], evaluated[EVALUATION_DEAD_LETTERS], *dead_letters)
             | "DeadLetters" >> beam.Flatten())
     outputs = {"events": parsed[EVENTS], "deltas": evaluated[DELTAS],
                "dead_letters": dead, "profiles": evaluated[PROFILES]}
@@ -40,10 +42,15 @@ def build_backfill(p, events_glob, doc, sink, as_of_us=None):
 
 
 def build_stream(p, subscription, lists_path, refresh_seconds, sink, resume=True,
-                 reader="native"):
-    """Streaming: a Pub/Sub subscription into the sink; definitions polled from a file.
+                 reader="native", control_subscription=None):
+    """Streaming: a Pub/Sub subscription into the sink; definitions polled from a file,
+    sweeps read from `control_subscription` (None: no sweeps).
     `reader` is 'native' (the runner's ReadFromPubSub) or 'pull' (portable runners)."""
-    read = p | "ReadPubSub" >> ReadPubSubRecords(subscription, reader)
+    records = p | "ReadPubSub" >> ReadPubSubRecords(subscription, reader)
+    sweeps, dead = None, ()
+    if control_subscription:
+        control = p | "ReadControl" >> ReadControl(control_subscription, reader)
+        sweeps, dead = control[SWEEPS], (control[CONTROL_DEAD_LETTERS],)
     evaluate = EvaluateLeadsStreaming(lists_path, refresh_seconds, sink, resume,
-                                      sweeps=read[SWEEPS])
-    return parse_evaluate_write(read[RECORDS], (lists_path, refresh_seconds), evaluate, sink)
+                                      sweeps=sweeps)
+    return parse_evaluate_write(records, (lists_path, refresh_seconds), evaluate, sink, dead)

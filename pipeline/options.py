@@ -27,6 +27,10 @@ class DynListsOptions(PipelineOptions):
                                            "the end of a backfill (default: latest event)")
         group.add_argument("--subscription", help="projects/P/subscriptions/S to read")
         group.add_argument("--topic", help="projects/P/topics/T: create a subscription on it")
+        group.add_argument("--control_subscription",
+                           help="streaming: projects/P/subscriptions/S of control messages "
+                                "(sweeps); default: one the launcher creates beside the "
+                                "events subscription, on the topic <events topic>-control")
         group.add_argument("--definitions_refresh_seconds", type=float, default=60.0,
                            help="streaming: how often the definition file is re-read")
         group.add_argument("--pubsub_reader", default="auto", choices=("auto", "native", "pull"),

@@ -80,7 +80,8 @@ def topic_of(subscription):
 
 
 class Progress:
-    """A one-line progress bar on stderr, redrawn at most every half second."""
+    """A one-line progress bar on stderr, redrawn at most every half second; a count
+    alone when the total is not known."""
 
     def __init__(self, total, label):
         self.total, self.label, self.shown, self.started = total, label, 0.0, time.monotonic()
@@ -90,11 +91,14 @@ class Progress:
         if not force and now - self.shown < 0.5:
             return
         self.shown = now
-        width = 30
-        filled = int(width * done / self.total) if self.total else width
         rate = done / max(now - self.started, 1e-9)
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-                         f"{done}/{self.total} ({rate:,.0f}/s)")
+        if self.total is None:
+            sys.stderr.write(f"\r{self.label} {done} ({rate:,.0f}/s)")
+        else:
+            width = 30
+            filled = int(width * done / self.total) if self.total else width
+            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                             f"{done}/{self.total} ({rate:,.0f}/s)")
         sys.stderr.flush()
 
     def close(self, done):
@@ -102,16 +106,20 @@ class Progress:
         sys.stderr.write("\n")
 
 
-def publish(topic, messages, rate=None, label="published"):
+def publish(topic, messages, rate=None, label="published", total=None):
     """Publish (data, attributes) pairs at a steady `rate` per second (None: flat out).
 
-    Returns (count, seconds). Waits until Pub/Sub has accepted every message.
+    `messages` may be any iterable (a generator is consumed as it is published; give
+    `total` for a progress bar). Returns (count, seconds). Waits until Pub/Sub has
+    accepted every message.
     """
-    messages = list(messages)
+    if total is None and hasattr(messages, "__len__"):
+        total = len(messages)
     publisher = _publisher()
-    progress = Progress(len(messages), label)
+    progress = Progress(total, label)
     started = time.monotonic()
     futures = []
+    n = -1
     for n, (data, attributes) in enumerate(messages):
         if rate:
             due = started + n / rate
@@ -126,5 +134,12 @@ def publish(topic, messages, rate=None, label="published"):
             futures = []
     for future in futures:
         future.result(timeout=120)
-    progress.close(len(messages))
-    return len(messages), time.monotonic() - started
+    progress.close(n + 1)
+    return n + 1, time.monotonic() - started
+
+
+def control_names(events_topic, events_subscription):
+    """(topic, subscription) of the control messages that go with an events
+    subscription, when none is named: `<events topic>-control`, and
+    `<events subscription>-control` on it."""
+    return f"{events_topic}-control", f"{events_subscription}-control"

@@ -2,10 +2,11 @@
 `sweep` (re-evaluate stored leads after the definitions changed).
 
 A definitions change reaches a lead at its next event or timer on its own; `sweep`
-brings every stored lead in line without waiting: it publishes sweep messages carrying
-the new document and the lead ids, which the job applies in each lead's own state, so
-Beam state and the sink stay in agreement. `stream` runs the sweep itself when it sees
-the definition file change, while its launcher runs.
+brings every stored lead in line without waiting: it publishes, on the control topic,
+sweep messages naming the new version and the lead ids (never the rules: each worker
+reads those from its own definitions source), which the job applies in each lead's own
+state, so Beam state and the sink stay in agreement. `stream` runs the sweep itself when
+it sees the definition file change, while its launcher runs.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def run_stream(argv):
             pubsub.check_topic(ours.topic)
         if ours.subscription:
             pubsub.check_subscription(ours.subscription)
+        if ours.control_subscription:
+            pubsub.check_subscription(ours.control_subscription)
     except ValueError as err:
         raise _usage(err) from None
     definitions, doc = read_definitions(ours.lists)
@@ -68,6 +71,16 @@ def run_stream(argv):
     if ours.topic:
         subscription = pubsub.ensure_subscription(ours.topic, subscription)
         print(f"reading {subscription} (on {ours.topic})", file=sys.stderr)
+    control = ours.control_subscription
+    if control:
+        control_topic = pubsub.topic_of(control)
+    else:
+        control_topic, control = pubsub.control_names(
+            ours.topic or pubsub.topic_of(subscription), subscription)
+        pubsub.ensure_topic(control_topic)
+        pubsub.ensure_subscription(control_topic, control)
+    print(f"control messages (sweeps) from {control} (on {control_topic})",
+          file=sys.stderr)
     options.view_as(StandardOptions).streaming = True
     if flink_checkpoints(options):
         print(f"checkpoints every {FLINK_CHECKPOINT_MS} ms on Flink (messages are "
@@ -79,11 +92,11 @@ def run_stream(argv):
     from transforms.pubsub import reader_for
     reader = reader_for(options.view_as(StandardOptions).runner, ours.pubsub_reader)
     build_stream(pipeline, subscription, ours.lists, ours.definitions_refresh_seconds,
-                 ours.sink, resume, reader)
+                 ours.sink, resume, reader, control)
     result = pipeline.run()
     stop = threading.Event()
     watcher = threading.Thread(target=_watch_definitions, daemon=True, args=(
-        stop, ours.lists, doc.version, ours.sink, subscription,
+        stop, ours.lists, doc.version, ours.sink, control_topic,
         ours.definitions_refresh_seconds))
     watcher.start()
 
@@ -105,7 +118,7 @@ def run_stream(argv):
     return 0
 
 
-def _watch_definitions(stop, path, version, sink, subscription, refresh):
+def _watch_definitions(stop, path, version, sink, control_topic, refresh):
     """Launcher side: when the definition file changes to a good version, sweep."""
     from rules import DefinitionError
     from transforms.definitions import read_definitions
@@ -119,29 +132,30 @@ def _watch_definitions(stop, path, version, sink, subscription, refresh):
         if doc.version == version:
             continue
         try:
-            from pipeline import pubsub
-            sweep_leads(doc, sink, pubsub.topic_of(subscription))
+            sweep_leads(doc, sink, control_topic)
             version = doc.version
         except Exception as err:  # noqa: BLE001 - retried at the next poll
             _LOG.error("sweep for definitions %s failed: %s", doc.version, err)
 
 
-def sweep_leads(doc, sink, topic, label="sweep"):
-    """Publish sweep messages for every lead stored in the sink; returns how many leads."""
+def sweep_leads(doc, sink, control_topic, label="sweep"):
+    """Publish sweep messages for every lead stored in the sink, reading the leads page
+    by page (never all of them at once); returns how many leads."""
     from pipeline import pubsub
     from storage import open_store
     from transforms.pubsub import sweep_message
-    issued_at = int(time.time() * 1e6)  # the file held doc at this moment or earlier
     store = open_store(sink)
+    counted = [0]
+
+    def messages():
+        for page in store.lead_key_pages(SWEEP_BATCH):
+            counted[0] += len(page)
+            yield sweep_message(doc.version, page)
     try:
-        leads = sorted(store.lead_keys())
+        pubsub.publish(control_topic, messages(), label=label)
     finally:
         store.close()
-    chunks = [leads[i:i + SWEEP_BATCH] for i in range(0, len(leads), SWEEP_BATCH)]
-    pubsub.publish(topic, (sweep_message(doc.version, chunk, doc.text, issued_at)
-                           for chunk in chunks),
-                   label=label)
-    return len(leads)
+    return counted[0]
 
 
 def run_sweep(argv):
@@ -151,16 +165,18 @@ def run_sweep(argv):
     from storage import parse_sink_uri
     from transforms.definitions import read_definitions
     parser = argparse.ArgumentParser(prog="python -m pipeline sweep")
-    for name in ("lists", "sink", "topic"):
-        parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--lists", required=True)
+    parser.add_argument("--sink", required=True)
+    parser.add_argument("--control_topic", "--topic", dest="control_topic", required=True,
+                        help="the job's control topic (projects/P/topics/T)")
     args = _parse(parser, argv)
     try:
-        pubsub.check_topic(args.topic)
+        pubsub.check_topic(args.control_topic)
         parse_sink_uri(args.sink)
     except ValueError as err:
         raise _usage(err) from None
     _, doc = read_definitions(args.lists)
-    count = sweep_leads(doc, args.sink, args.topic)
+    count = sweep_leads(doc, args.sink, args.control_topic)
     print(f"asked for {count} leads to be re-evaluated against definitions {doc.version}")
     return 0
 

@@ -89,7 +89,7 @@ class LeadState:
 
     __slots__ = ("values", "versions", "tags", "statics", "acts", "tomb", "last", "seen",
                  "clock", "members", "next_flip", "defs_version", "seq", "watch", "view",
-                 "view_owner", "tag_set", "static_set", "defs_changes")
+                 "view_owner", "tag_set", "static_set", "defs_changes", "defs_order")
 
     def __init__(self):
         self.values = {}      # field -> raw value (None: cleared, kept for its version)
@@ -106,6 +106,9 @@ class LeadState:
         self.defs_version = None
         self.seq = 0          # number of deltas emitted so far
         self.defs_changes = 0  # number of definition versions the lead has followed
+        # the order of `defs_version` at its source (its modification time, microseconds):
+        # a lead never follows definitions older than these (None: not known)
+        self.defs_order = None
         self.watch = None     # per list: its first false conjunct (see CompiledTenant)
         self._reset_derived()
 
@@ -136,13 +139,14 @@ class LeadState:
     # -- persistence: derived views are rebuilt, not stored ---------------------------
     _STORED = ("values", "versions", "tags", "statics", "acts", "tomb", "last", "seen",
                "clock", "members", "next_flip", "defs_version", "seq", "watch",
-               "defs_changes")
+               "defs_changes", "defs_order")
 
     def __getstate__(self):
         return tuple(getattr(self, name) for name in self._STORED)
 
     def __setstate__(self, data):
-        self.defs_changes = 0  # states pickled before it existed
+        self.defs_changes = 0  # states pickled before these existed
+        self.defs_order = None
         for name, value in zip(self._STORED, data):
             setattr(self, name, value)
         self._reset_derived()
@@ -158,7 +162,7 @@ class LeadState:
             "last": list(self.last) if self.last else None,
             "seen": self.seen, "clock": self.clock, "members": self.members,
             "next_flip": self.next_flip, "defs_version": self.defs_version, "seq": self.seq,
-            "defs_changes": self.defs_changes,
+            "defs_changes": self.defs_changes, "defs_order": self.defs_order,
             "watch": self.watch.hex() if self.watch is not None else None,
         }
 
@@ -190,6 +194,7 @@ class LeadState:
         state.defs_version = data["defs_version"]
         state.seq = data["seq"]
         state.defs_changes = data.get("defs_changes", 0)
+        state.defs_order = data.get("defs_order")
         watch = data.get("watch")
         state.watch = bytearray.fromhex(watch) if watch else None
         state._reset_derived()

@@ -16,21 +16,47 @@ from schemas.records import Delta, make_delta
 DEFINITION_CAUSE = "definition:"
 
 APPLIED, DUPLICATE, STALE, NO_TENANT = "applied", "duplicate", "stale", "no_tenant"
+
+
+class DefinitionsBehind(RuntimeError):
+    """These definitions are older than ones the lead has already followed: evaluating
+    it with them would take its memberships back (the caller loads newer ones first, or
+    waits until it can)."""
 _IN_C = frozenset({"lead_upserted", "activity"})  # the events Tenant.on_event takes
 
 
 class LeadProcessor:
     """Evaluates leads against one version of the definitions."""
 
-    def __init__(self, definitions, native=None):
-        """`native`: evaluate with rules/_native.c (None: whenever it is built)."""
+    def __init__(self, definitions, native=None, order=None):
+        """`native`: evaluate with rules/_native.c (None: whenever it is built).
+
+        `order`: where these definitions stand among the versions of their source (its
+        modification time when it held them, microseconds); None when unordered (tests,
+        tools), which no lead is ever held back by.
+        """
         self.definitions = definitions
         self.version = definitions.version
+        self.order = order
         self.native = use_native(native)
         self.compiled = compile_definitions(definitions, self.native)
 
     def knows(self, tenant_id):
         return tenant_id in self.compiled
+
+    def behind(self, state):
+        """True when the lead has followed definitions newer than these: it must not be
+        evaluated with them (its memberships would go back, then forth again)."""
+        theirs = state.defs_order
+        return (theirs is not None and self.order is not None
+                and state.defs_version != self.version
+                and (theirs, state.defs_version) > (self.order, self.version))
+
+    def _check_order(self, state):
+        if self.behind(state):
+            raise DefinitionsBehind(
+                f"definitions {self.version} are older than {state.defs_version}, which "
+                "the lead has followed")
 
     # -- entry points -------------------------------------------------------------------
     def on_event(self, state, event):
@@ -57,6 +83,7 @@ class LeadProcessor:
 
     def _on_event(self, state, event, ct):
         """on_event's general path: any event, any state."""
+        self._check_order(state)
         if state.is_duplicate(event):
             return DUPLICATE, []
         tenant, lead = event.tenant_id, event.lead_id
@@ -117,6 +144,7 @@ class LeadProcessor:
 
     def on_timer(self, state, tenant, lead, now):
         """A timer fired at `now`: deltas of every time-window flip up to then."""
+        self._check_order(state)
         ct = self.compiled.get(tenant)
         if ct is None:  # the tenant is gone: its lists with it, and nothing flips
             return self.on_definitions(state, tenant, lead)
@@ -128,12 +156,14 @@ class LeadProcessor:
 
     def on_definitions(self, state, tenant, lead):
         """Bring a lead in line with these definitions (its tenant may be gone)."""
+        self._check_order(state)
         ct = self.compiled.get(tenant)
         if ct is None:
             cause = f"{DEFINITION_CAUSE}{self.version}"
             found = [(lid, False, 0) for lid in sorted(state.members)]
             if state.defs_version != self.version:
                 state.defs_version = self.version
+                state.defs_order = self.order
                 state.defs_changes += 1
             state.next_flip = None
             return self._record(state, tenant, lead, found, state.clock or 0, cause,
@@ -162,6 +192,7 @@ class LeadProcessor:
             return []
         first = state.defs_version is None
         state.defs_version = ct.version
+        state.defs_order = self.order
         state.defs_changes += 1  # the n-th version this lead follows: its deltas' salt
         state.compact(ct.policies)
         if first or state.clock is None:

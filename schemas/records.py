@@ -92,14 +92,8 @@ def make_dead_letter(source, reason, payload, received_at):
 
 
 class Sweep(NamedTuple):
-    """A request to re-evaluate one lead against the definitions (after they changed).
-
-    `text` optionally carries the definition document itself, so every worker that
-    receives a sweep switches to it at once. `issued_at` (microseconds since the epoch)
-    is when the launcher saw that version in the file: a worker installs the document
-    only if it is newer than what it has, so a late or re-delivered sweep for an earlier
-    version cannot take a worker back to it.
-    """
+    """A request to re-evaluate one lead against definitions `version` (after they
+    changed). It names the version and nothing else: a worker applies it only with
+    definitions it read from its own source, and ignores it when the source does not
+    hold that version."""
     version: str
-    text: Optional[str] = None
-    issued_at: Optional[int] = None

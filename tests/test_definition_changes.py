@@ -48,76 +48,78 @@ def test_a_tenant_that_goes_away_takes_its_lists_and_timers_with_it():
     assert without.on_timer(again, "acme", "L2", T0 + 40 * DAY) == []
 
 
-def test_a_late_sweep_does_not_take_a_worker_back_to_older_definitions(tmp_path):
-    v1, v2, v3 = (document([dict(OPENED, rules={"tag": tag})]) for tag in "abc")
-    versions = [parse_definitions(doc).version for doc in (v1, v2, v3)]
+def test_a_sweep_is_applied_only_with_a_version_the_source_holds(tmp_path, monkeypatch):
+    import transforms.definitions as module
+    monkeypatch.setattr(module, "FORCED_READ_GAP_S", 0)
+    v1, v2, forged = (document([dict(OPENED, rules={"tag": tag})]) for tag in "abz")
+    versions = [parse_definitions(doc).version for doc in (v1, v2, forged)]
     lists = tmp_path / "lists.json"
     lists.write_text(json.dumps(v1))
     cache = ProcessorCache(str(lists), refresh_seconds=3600)
     assert cache.current().version == versions[0]
-    started = cache.loaded_at
-
-    # v2's sweep, issued after the worker took up v1: installed at once
-    sweep2 = Sweep(versions[1], json.dumps(v2), started + 1)
-    assert cache.for_sweep(sweep2).version == versions[1]
-    # v3's sweep, later still
-    sweep3 = Sweep(versions[2], json.dumps(v3), started + 2)
-    assert cache.for_sweep(sweep3).version == versions[2]
-    # v2's sweep re-delivered: the lead is brought in line with v3, the worker stays
-    assert cache.for_sweep(sweep2).version == versions[2]
-    assert cache.current().version == versions[2]
-    # a roll-back is a new sweep, issued later: v1 again
-    sweep1 = Sweep(versions[0], json.dumps(v1), started + 3)
-    assert cache.for_sweep(sweep1).version == versions[0]
-    # the same version again, or a sweep without a document: the current definitions
-    assert cache.for_sweep(sweep1).version == versions[0]
-    assert cache.for_sweep(Sweep(versions[2])).version == versions[0]
+    assert cache.for_sweep(versions[0]).version == versions[0]
+    # a version the file does not hold (forged, or never written): ignored
+    assert cache.for_sweep(versions[2]) is None
+    assert cache.current().version == versions[0]
+    # the file changes: a sweep for the new version makes the worker read it at once,
+    # long before its refresh interval
+    lists.write_text(json.dumps(v2))
+    assert cache.for_sweep(versions[1]).version == versions[1]
+    # v1's sweep, late or re-delivered: the file no longer holds v1, so it is ignored
+    assert cache.for_sweep(versions[0]) is None
+    assert cache.current().version == versions[1]
+    # a roll-back is a new file version, swept anew
+    lists.write_text(json.dumps(v1))
+    assert cache.for_sweep(versions[0]).version == versions[0]
 
 
-def test_a_sweep_message_that_cannot_be_read_is_a_dead_letter_not_a_crash():
+def test_control_messages_on_the_events_subscription_are_dead_letters():
+    from apache_beam.io.gcp.pubsub import PubsubMessage
+
+    from transforms.io import Unreadable
+    from transforms.pubsub import CONTROL_ATTRIBUTE, EventRecords, sweep_message
+    records = EventRecords("projects/p/subscriptions/events")
+    data, attributes = sweep_message("v2", [("acme", "L1")])
+    for attrs in (attributes, {CONTROL_ATTRIBUTE: "anything"}):
+        [(source, payload)] = records.process(PubsubMessage(data, attrs, message_id="m1"))
+        assert source == "pubsub:projects/p/subscriptions/events:m1"
+        assert isinstance(payload, Unreadable) and payload.code == "control_on_events"
+        assert payload.raw == data
+    event = b'{"event_id": "e1"}'
+    assert list(records.process(PubsubMessage(event, {"other": "x"}, message_id="m2"))) \
+        == [("pubsub:projects/p/subscriptions/events:m2", event)]
+
+
+def test_a_control_message_that_is_not_a_sweep_is_a_dead_letter_not_a_crash():
     from apache_beam import pvalue
     from apache_beam.io.gcp.pubsub import PubsubMessage
 
-    from transforms.pubsub import CONTROL_ATTRIBUTE, SplitMessages, sweep_message
-    split = SplitMessages("projects/p/subscriptions/s")
+    from transforms.pubsub import CONTROL_ATTRIBUTE, ControlMessages, sweep_message
+    control = ControlMessages("projects/p/subscriptions/control")
 
-    def outcome(data):
-        message = PubsubMessage(data, {CONTROL_ATTRIBUTE: "sweep"}, message_id="m1")
-        out = list(split.process(message))
-        return [("sweep", o.value) if isinstance(o, pvalue.TaggedOutput) else ("record", o)
-                for o in out]
+    def outcome(data, attributes=None):
+        message = PubsubMessage(data, attributes or {CONTROL_ATTRIBUTE: "sweep"},
+                                message_id="m1")
+        return [("dead", o.value.reason.split(":")[0], o.value.payload)
+                if isinstance(o, pvalue.TaggedOutput) else ("sweep", o)
+                for o in control.process(message)]
     for data in (b"[]", b'"x"', b'{"version": "v", "leads": null}',
                  b'{"version": "v", "leads": [["acme"]]}',
                  b'{"version": "v", "leads": [["acme", "L1"], ["acme", 7]]}',
-                 b'{"version": "v", "leads": [], "issued_at": "soon"}', b"{not json"):
-        assert outcome(data) == [("record", ("pubsub:projects/p/subscriptions/s:m1", data))]
-    data, _ = sweep_message("v2", [("acme", "L1"), ("beta", "L2")], "{}", 17)
-    assert outcome(data) == [("sweep", ("acme/L1", Sweep("v2", "{}", 17))),
-                             ("sweep", ("beta/L2", Sweep("v2", "{}", 17)))]
-
-
-def test_a_sweep_the_clocks_call_stale_is_taken_when_the_file_holds_it(tmp_path):
-    """The launcher's clock may run behind a worker's: the file, read again, decides."""
-    v1, v2 = (document([dict(OPENED, rules={"tag": tag})]) for tag in "ab")
-    lists = tmp_path / "lists.json"
-    lists.write_text(json.dumps(v1))
-    cache = ProcessorCache(str(lists), refresh_seconds=3600)
-    cache.current()
-    lists.write_text(json.dumps(v2))  # the launcher saw it, its clock says "earlier"
-    version2 = parse_definitions(v2).version
-    behind = Sweep(version2, json.dumps(v2), cache.loaded_at - 1_000_000)
-    assert cache.for_sweep(behind).version == version2
-
-
-def test_a_sweep_with_a_bad_document_keeps_the_definitions(tmp_path):
-    lists = tmp_path / "lists.json"
-    lists.write_text(json.dumps(document([OPENED])))
-    cache = ProcessorCache(str(lists), refresh_seconds=3600)
-    good = cache.current().version
-    bad = Sweep("v-bad", json.dumps({"lists": [{"tenant_id": "acme", "list_id": "x",
-                                                 "rules": {"field": "a", "op": "nope"}}]}),
-                cache.loaded_at + 1)
-    assert cache.for_sweep(bad).version == good  # no exception: the bundle goes on
+                 b'{"version": "", "leads": []}', b"{not json"):
+        assert outcome(data) == [("dead", "bad_control", data.decode())]
+    data, _ = sweep_message("v2", [("acme", "L1")])
+    assert outcome(data, {"dynlists_control": "other"}) == [
+        ("dead", "bad_control", data.decode())]
+    assert outcome(data, {"x": "y"})[0][:2] == ("dead", "bad_control")
+    data, _ = sweep_message("v2", [("acme", "L1"), ("beta", "L2")])
+    assert outcome(data) == [("sweep", ("acme/L1", Sweep("v2"))),
+                             ("sweep", ("beta/L2", Sweep("v2")))]
+    # a sweep as older launchers sent it, rules and an issue time inside: only the
+    # version and the leads are read
+    old = json.dumps({"version": "v2", "leads": [["acme", "L1"]], "definitions": "{}",
+                      "issued_at": 2 ** 62}).encode()
+    assert outcome(old) == [("sweep", ("acme/L1", Sweep("v2")))]
 
 
 def test_an_event_whose_tenant_left_is_a_dead_letter_in_the_streaming_step():
@@ -152,7 +154,8 @@ def test_an_event_whose_tenant_left_is_a_dead_letter_in_the_streaming_step():
     with_acme.on_event(state, ChangeEvent("e1", "acme", "L1", "activity", T0,
                                           activity_kind="email_open"))
     fn = StatefulLeadFn("unused.json", 60)
-    fn.cache = type("Cache", (), {"current": lambda self: without})()
+    fn.cache = type("Cache", (), {"current": lambda self: without,
+                                  "catch_up": lambda self, state: without})()
     fn.resume_from = None
     event = ChangeEvent("e2", "acme", "L1", "tag_added", T0 + DAY, tag="x")
     out = list(fn.process(("acme/L1", event), lead=Cell(state), flip=Timer(),
@@ -168,3 +171,213 @@ def test_an_event_whose_tenant_left_is_a_dead_letter_in_the_streaming_step():
     assert json.loads(dead.payload)["event_id"] == "e2"
     assert [(d.list_id, d.action) for d in tagged["deltas"]] == [("opened", "removed")]
     assert len(tagged[PROFILES]) == 1
+
+
+# -- a lead never follows older definitions than it has followed ----------------------
+SCORED = {"tenant_id": "acme", "list_id": "scored"}
+
+
+def scored(bound):
+    return document([dict(SCORED, rules={"field": "score", "op": "gt", "value": bound})])
+
+
+class Source:
+    """A definition file whose versions are written at increasing modification times."""
+
+    def __init__(self, path):
+        self.path, self.moment = path, 1_700_000_000
+
+    def write(self, doc):
+        import os
+        self.moment += 10
+        self.path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+        os.utime(self.path, (self.moment, self.moment))
+
+
+def upsert(n, value):
+    return ChangeEvent(f"e{n}", "acme", "L1", "lead_upserted", T0 + n, fields={"x": value})
+
+
+def test_a_lead_handed_between_workers_on_different_versions_never_flaps(tmp_path,
+                                                                         monkeypatch):
+    """Two workers read one file; one polls sooner. The lead moves to the one still on
+    v1 after it followed v2: that worker reads its file first, and evaluates with v2."""
+    import transforms.definitions as module
+    monkeypatch.setattr(module, "FORCED_READ_GAP_S", 0)
+    source = Source(tmp_path / "lists.json")
+    source.write(scored(50))
+    soon, late = (ProcessorCache(str(source.path), refresh) for refresh in (0, 3600))
+    state, deltas = LeadState(), []
+    first = ChangeEvent("e0", "acme", "L1", "lead_upserted", T0, fields={"score": 60})
+    deltas += late.current().on_event(state, first)[1]
+    assert [(d.list_id, d.action) for d in deltas] == [("scored", "added")]
+    source.write(scored(70))
+    v2 = soon.current().version
+    for n in range(1, 7):  # back and forth
+        worker = soon if n % 2 else late
+        processor = worker.catch_up(state)
+        assert processor is not None and processor.version == v2
+        deltas += processor.on_event(state, upsert(n, n))[1]
+    assert [(d.list_id, d.action, d.cause) for d in deltas] == [
+        ("scored", "added", "e0"), ("scored", "removed", f"definition:{v2}")]
+    assert late.current().version == v2
+
+
+def test_the_engine_refuses_to_take_a_lead_back():
+    from rules.processor import DefinitionsBehind
+    older = LeadProcessor(parse_definitions(scored(50)), order=1)
+    newer = LeadProcessor(parse_definitions(scored(70)), order=2)
+    state = LeadState()
+    newer.on_event(state, ChangeEvent("e0", "acme", "L1", "lead_upserted", T0,
+                                      fields={"score": 60}))
+    assert older.behind(state) and not newer.behind(state)
+    import copy
+    for call in (lambda s: older.on_event(s, upsert(1, 1)),
+                 lambda s: older.on_timer(s, "acme", "L1", T0 + DAY),
+                 lambda s: older.on_definitions(s, "acme", "L1")):
+        kept = copy.deepcopy(state)
+        try:
+            call(state)
+            raise AssertionError("evaluated with older definitions")
+        except DefinitionsBehind:
+            pass
+        assert state.to_dict() == kept.to_dict()  # untouched
+    # unordered processors (tools, tests) hold nobody back
+    assert not LeadProcessor(parse_definitions(scored(10))).behind(state)
+    # a roll-back is a new file version: newer by order, though its content is old
+    rolled_back = LeadProcessor(parse_definitions(scored(50)), order=3)
+    assert not rolled_back.behind(state)
+    _, deltas = rolled_back.on_event(state, upsert(1, 1))
+    assert [(d.action, d.cause) for d in deltas] == [
+        ("added", f"definition:{rolled_back.version}")]
+    assert newer.behind(state)
+    assert not older.behind(state)  # the same rules as the lead's: nothing to take back
+
+
+class Cell:
+    def __init__(self, value=None):
+        self.value = value
+
+    def read(self):
+        return self.value
+
+    def write(self, value):
+        self.value = value
+
+    def clear(self):
+        self.value = None
+
+
+class Timer:
+    def __init__(self):
+        self.at = None
+
+    def set(self, when):
+        self.at = when
+
+    def clear(self):
+        self.at = None
+
+
+def outputs(items):
+    from apache_beam import pvalue
+    return [item for item in items if not isinstance(item, pvalue.TaggedOutput)]
+
+
+def test_a_worker_that_cannot_read_newer_definitions_defers_the_lead(tmp_path, monkeypatch):
+    """The lead followed v2 elsewhere; this worker holds v1 and its file now holds a bad
+    document: the lead's events wait in its state, then apply once the file is good."""
+    import transforms.definitions as module
+    from transforms.evaluate import Deferred, StatefulLeadFn
+    monkeypatch.setattr(module, "FORCED_READ_GAP_S", 0)
+    source = Source(tmp_path / "lists.json")
+    source.write(scored(50))
+    fn = StatefulLeadFn(str(source.path), 3600)
+    fn.setup()
+    fn.cache = ProcessorCache(str(source.path), 3600)  # this worker's own
+    assert fn.cache.current() is not None
+    source.write(scored(70))
+    elsewhere = ProcessorCache(str(source.path), 0).current()
+    state = LeadState()
+    elsewhere.on_event(state, ChangeEvent("e0", "acme", "L1", "lead_upserted", T0,
+                                          fields={"score": 60}))
+    assert not state.members  # v2: 60 is not over 70
+    source.write('{"lists": [{"tenant_id": "acme", "list_id": "x", "rules": {"op": 1}}]}')
+    cell, flip, expiry = Cell(state), Timer(), Timer()
+    for n in (1, 2):
+        out = outputs(fn.process(("acme/L1", upsert(n, n)), lead=cell, flip=flip,
+                                 expiry=expiry))
+        assert out == []
+        assert isinstance(cell.value, Deferred) and len(cell.value.events) == n
+        assert flip.at is not None  # it tries again
+    # a retry while the file is still bad: still waiting
+    assert outputs(fn.on_flip(key="acme/L1", when=None, lead=cell, flip=flip,
+                              expiry=expiry)) == []
+    assert isinstance(cell.value, Deferred) and cell.value.retries == 1
+    # the file is good again (a v3 that lowers the bound): the events apply, in order
+    source.write(scored(5))
+    v3 = LeadProcessor(parse_definitions(scored(5))).version
+    deltas = outputs(fn.on_flip(key="acme/L1", when=None, lead=cell, flip=flip,
+                                expiry=expiry))
+    assert isinstance(cell.value, LeadState)
+    assert cell.value.values["x"] == 2 and cell.value.defs_version == v3
+    assert [(d.list_id, d.action, d.cause) for d in deltas] == [
+        ("scored", "added", f"definition:{v3}")]
+
+
+def test_any_hand_over_between_workers_moves_a_lead_forward_only():
+    """Any interleaving of file changes, worker polls and events on any of three workers:
+    the order of the definitions a lead follows never goes back, and it ends where a
+    from-scratch evaluation with the file's last version is."""
+    import tempfile
+    from pathlib import Path
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    import transforms.definitions as module
+    step = st.one_of(st.tuples(st.just("write"), st.integers(0, 100)),
+                     st.tuples(st.just("poll"), st.integers(0, 2)),
+                     st.tuples(st.just("event"), st.integers(0, 2), st.integers(0, 100)))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(step, max_size=25))
+    def check(steps):
+        with tempfile.TemporaryDirectory() as folder:
+            source = Source(Path(folder) / "lists.json")
+            source.write(scored(50))
+            workers = [ProcessorCache(str(source.path), 3600) for _ in range(3)]
+            for worker in workers:
+                worker.current()
+            state, events, orders, last = LeadState(), [], [], scored(50)
+            for n, item in enumerate(steps):
+                if item[0] == "write":
+                    last = scored(item[1])
+                    source.write(last)
+                elif item[0] == "poll":
+                    workers[item[1]]._checked = -1e9
+                    workers[item[1]].current()
+                else:
+                    processor = workers[item[1]].catch_up(state)
+                    assert processor is not None  # the file is always good here
+                    event = ChangeEvent(f"e{n}", "acme", "L1", "lead_upserted", T0 + n,
+                                        fields={"score": item[2]})
+                    events.append(event)
+                    processor.on_event(state, event)
+                    orders.append(state.defs_order)
+            assert orders == sorted(orders)
+            if events:
+                workers[0]._checked = -1e9
+                final = workers[0].current()
+                assert final.version == parse_definitions(last).version
+                final.on_definitions(state, "acme", "L1")
+                fresh = LeadState()
+                final.run_history(fresh, events)
+                assert set(state.members) == set(fresh.members)
+
+    saved = module.FORCED_READ_GAP_S
+    module.FORCED_READ_GAP_S = 0
+    try:
+        check()
+    finally:
+        module.FORCED_READ_GAP_S = saved

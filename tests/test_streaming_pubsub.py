@@ -298,3 +298,77 @@ def test_a_window_closes_on_time_while_the_stream_is_quiet(tmp_path, pubsub_emul
                           ("removed", f"timer:{flip}", flip)]
     finally:
         job.kill()
+
+
+def test_the_control_plane_cannot_be_forged(tmp_path, pubsub_emulator):
+    """Rules come only from the job's own definition file. A sweep naming a version the
+    file never held (rules and a far-future issue time inside), a sweep for the current
+    version carrying other rules, and a control message on the events subscription each
+    change no membership and no lead's version; a genuine change is still swept."""
+    from pipeline import pubsub
+    from rules import parse_definitions
+    from transforms.pubsub import CONTROL_ATTRIBUTE
+    tagged = {"tenant_id": "acme", "list_id": "tagged", "rules": {"tag": "vip"}}
+    v1 = {"tenants": ["acme"], "lists": [tagged]}
+    forged = {"tenants": ["acme"], "lists": [{**tagged, "rules": {"tag": "nobody"}}]}
+    v2 = {"tenants": ["acme"], "lists": [tagged, {"tenant_id": "acme", "list_id": "all",
+                                                  "rules": {"all": []}}]}
+    version1, forged_version, version2 = (parse_definitions(d).version
+                                          for d in (v1, forged, v2))
+    lists = tmp_path / "lists.json"
+    lists.write_text(json.dumps(v1))
+    topic = topic_name()
+    control_topic = f"{topic}-control"
+    db = tmp_path / "stream.db"
+    connect = lambda: sqlite3.connect(str(db), timeout=30)  # noqa: E731
+    job = Job(tmp_path, topic, f"sqlite:///{db}", lists=str(lists))
+    try:
+        events = [{"event_id": f"e{n}", "tenant_id": "acme", "lead_id": lead,
+                   "type": "tag_added", "occurred_at": "2026-05-01T00:00:00Z",
+                   "tag": "vip"} for n, lead in enumerate(("L1", "L2"))]
+        pubsub.publish(topic, [(json.dumps(e).encode(), None) for e in events])
+        wait_for(lambda: members_of(str(db)) == {("acme", "tagged", "L1"),
+                                                 ("acme", "tagged", "L2")}, 180,
+                 "the first memberships", job)
+        before = members_of(str(db))
+
+        def sweep(version, rules, issued_at=None):
+            body = {"version": version, "leads": [["acme", "L1"], ["acme", "L2"]],
+                    "definitions": json.dumps(rules)}
+            if issued_at is not None:
+                body["issued_at"] = issued_at
+            return json.dumps(body).encode(), {CONTROL_ATTRIBUTE: "sweep"}
+        far_future = int((time.time() + 10 * 365 * 86400) * 1e6)
+        pubsub.ensure_topic(control_topic)
+        pubsub.publish(control_topic, [
+            sweep(forged_version, forged, far_future),  # a version the file never held
+            sweep(version1, forged, far_future),        # ours, with other rules inside
+            (b"not a sweep", {CONTROL_ATTRIBUTE: "sweep"})])  # a marker: bad_control
+        pubsub.publish(topic, [sweep(forged_version, forged)])  # control on events
+        reasons = lambda: {r[0].split(":")[0] for r in connect().execute(  # noqa: E731
+            "SELECT reason FROM dead_letters")} if os.path.exists(db) else set()
+        wait_for(lambda: {"bad_control", "control_on_events"} <= reasons(), 120,
+                 "the refused control messages", job)
+        time.sleep(3)
+        assert members_of(str(db)) == before
+        followed = lambda: {r[0] for r in connect().execute(  # noqa: E731
+            "SELECT json_extract(state, '$.defs_version') FROM lead_profiles")}
+        assert followed() == {version1}
+        # the genuine change: the launcher sees the file and sweeps; neither the forged
+        # version nor the far-future issue time holds it back
+        lists.write_text(json.dumps(v2))
+        caused = lambda cause: connect().execute(  # noqa: E731
+            "SELECT lead_id, list_id, action FROM membership_deltas WHERE cause = ?",
+            (cause,)).fetchall()
+        wait_for(lambda: len(caused(f"definition:{version2}")) == 2, 120,
+                 "the genuine sweep", job)
+        time.sleep(3)
+    finally:
+        job.kill()
+    assert sorted(caused(f"definition:{version2}")) == [("L1", "all", "added"),
+                                                       ("L2", "all", "added")]
+    assert caused(f"definition:{forged_version}") == []
+    assert caused(f"definition:{version1}") == []
+    assert members_of(str(db)) == before | {("acme", "all", "L1"), ("acme", "all", "L2")}
+    assert followed() == {version2}
+    deltas_alternate(str(db))

@@ -39,8 +39,24 @@ def event(n, lead, at, kind, **extra):
     return json.dumps(record).encode()
 
 
-def run_stream(tmp_path, prism, document, steps):
-    """Run the streaming transforms over a TestStream; return the deltas in the sink."""
+class WriteOnSweep(beam.DoFn):
+    """Writes `text` into the definition file as the first sweep passes: the launcher
+    sweeps after the file changed, and the workers read the file, not the sweep."""
+
+    def __init__(self, path, text):
+        self.path, self.text = path, text
+
+    def process(self, item):
+        if isinstance(item[1], Sweep) and self.text is not None:
+            with open(self.path, "w") as handle:
+                handle.write(self.text)
+            self.text = None
+        yield item
+
+
+def run_stream(tmp_path, prism, document, steps, changed=None):
+    """Run the streaming transforms over a TestStream; return the deltas in the sink.
+    `changed`: the document the file holds from the first sweep on."""
     lists = tmp_path / "lists.json"
     lists.write_text(json.dumps(document))
     sink = f"sqlite:///{tmp_path}/out.db"
@@ -59,7 +75,9 @@ def run_stream(tmp_path, prism, document, steps):
     pipeline = beam.Pipeline(options=options)
     items = pipeline | stream
     records = items | "Records" >> beam.Filter(lambda x: not isinstance(x[1], Sweep))
-    sweeps = items | "Sweeps" >> beam.Filter(lambda x: isinstance(x[1], Sweep))
+    sweeps = (items | "Sweeps" >> beam.Filter(lambda x: isinstance(x[1], Sweep))
+              | "NewFile" >> beam.ParDo(WriteOnSweep(
+                  str(lists), None if changed is None else json.dumps(changed))))
     parsed = records | ParseEvents((str(lists), 3600))
     out = parsed[EVENTS] | EvaluateLeadsStreaming(str(lists), 3600, sink, sweeps=sweeps)
     {"deltas": out[DELTAS], "dead_letters": parsed[DEAD_LETTERS],
@@ -140,13 +158,15 @@ def test_a_definition_change_mid_stream_reaches_a_quiet_lead(tmp_path, prism):
     steps = [
         ("element", ("t:1", event(1, "L3", T0, "lead_upserted", fields={"state": "NY"}))),
         ("watermark", T0 + DAY_US),
-        ("element", (lead_key("acme", "L3"), Sweep(version, json.dumps(changed)))),
-        ("element", (lead_key("acme", "L3"), Sweep(version, json.dumps(changed)))),
+        ("element", (lead_key("acme", "L3"), Sweep(version))),
+        ("element", (lead_key("acme", "L3"), Sweep(version))),
         # a lead neither Beam nor the sink knows: nothing to bring in line, no profile
-        ("element", (lead_key("acme", "ghost"), Sweep(version, json.dumps(changed)))),
+        ("element", (lead_key("acme", "ghost"), Sweep(version))),
+        # a version the file never held: ignored
+        ("element", (lead_key("acme", "L3"), Sweep("f0f0f0f0f0f0"))),
         ("watermark", T0 + 2 * DAY_US),
     ]
-    deltas, members, _ = run_stream(tmp_path, prism, document, steps)
+    deltas, members, _ = run_stream(tmp_path, prism, document, steps, changed)
     profiles = sqlite3.connect(f"{tmp_path}/out.db").execute(
         "SELECT DISTINCT lead_id FROM lead_profiles").fetchall()
     assert profiles == [("L3",)]

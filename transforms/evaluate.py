@@ -142,6 +142,19 @@ def _event_time(event):
     return beam.window.TimestampedValue(event, event.occurred_at / 1e6)
 
 
+class Deferred(typing.NamedTuple):
+    """A lead whose events wait, in arrival order, for this worker to hold definitions at
+    least as new as those the lead has followed (kept in the lead's own state cell, so
+    the common path reads nothing more)."""
+    state: LeadState
+    events: tuple = ()
+    retries: int = 0
+
+
+DEFER_RETRY_US = 10_000_000  # how soon a deferred lead tries again
+DEFER_RETRIES = 360          # then it waits for its next event (an hour of retries)
+
+
 class StatefulLeadFn(beam.DoFn):
     """Streaming: one lead's state, its next time-window flip, and its expiry.
 
@@ -150,6 +163,11 @@ class StatefulLeadFn(beam.DoFn):
     arriving later than that would start the lead again). When the state is empty and
     `resume` is on, the lead starts from its profile stored in the sink, so a job started
     after a backfill or a restart continues where the sink is.
+
+    A lead that has followed newer definitions than this worker can read (it moved from
+    a worker that polled sooner, and the source cannot be read now) is never evaluated
+    backwards: its events wait in its state (Deferred) and FLIP tries again every
+    DEFER_RETRY_US, until the worker has caught up.
     """
 
     LEAD = ReadModifyWriteStateSpec("lead", PickleCoder())
@@ -165,13 +183,15 @@ class StatefulLeadFn(beam.DoFn):
         self.resumed = Metrics.counter(NAMESPACE, "leads_resumed_from_sink")
         self.sweeps = Metrics.counter(NAMESPACE, "sweeps")
         self.expired = Metrics.counter(NAMESPACE, "leads_expired")
+        self.deferred = Metrics.counter(NAMESPACE, "events_deferred")
 
     def setup(self):
         self.cache = shared_cache(self.lists_path, self.refresh)
         self.resume_from = self.sink if self.sink and self.resume else None
 
     def _load(self, key, lead):
-        """The lead's state, or None when neither Beam nor the sink knows the lead."""
+        """The lead's state (or Deferred), or None when neither Beam nor the sink knows
+        the lead."""
         state = lead.read()
         if state is not None:
             return state
@@ -188,26 +208,72 @@ class StatefulLeadFn(beam.DoFn):
         key, item = element
         tenant, lead_id = split_lead_key(key)
         state = self._load(key, lead)
-        if state is None:
-            if isinstance(item, Sweep):
-                return  # a lead nobody knows has nothing to bring in line
-            state = LeadState()
-        started = time.perf_counter()
+        if isinstance(state, Deferred):
+            yield from self._retry(key, state, item, lead, flip, expiry)
+            return
         if isinstance(item, Sweep):
+            if state is None:
+                return  # a lead nobody knows has nothing to bring in line
             self.sweeps.inc()
-            deltas = self.cache.for_sweep(item).on_definitions(state, tenant, lead_id)
-            outcomes, events = {}, 0
-        else:
-            outcome, deltas = self.cache.current().on_event(state, item)
-            outcomes, events = {outcome: 1}, 1
+            processor = self.cache.for_sweep(item.version)
+            if processor is None or processor.behind(state):
+                return  # not a version of our source, or older than the lead's
+            deltas = processor.on_definitions(state, tenant, lead_id)
+            self.counters.count({}, deltas, 0, 0)
+            yield from self._finish(tenant, lead_id, state, deltas, lead, flip, expiry)
+            return
+        if state is None:
+            state = LeadState()
+        processor = self.cache.catch_up(state)
+        if processor is None:
+            self._defer(Deferred(state, (item,)), lead, flip)
+            return
+        yield from self._apply(key, processor, state, [item], lead, flip, expiry)
+
+    def _apply(self, key, processor, state, events, lead, flip, expiry):
+        tenant, lead_id = split_lead_key(key)
+        deltas = []
+        started = time.perf_counter()
+        outcomes = {}
+        for event in events:
+            outcome, found = processor.on_event(state, event)
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            deltas += found
             if outcome == NO_TENANT:  # valid when parsed; its tenant has left since
                 for counter in self.counters.dead:
                     counter.inc()
                 yield pvalue.TaggedOutput(DEAD_LETTERS, make_dead_letter(
                     f"lead:{key}", f"unknown_tenant: tenant {tenant!r} left the "
-                    f"definitions before the event was evaluated", event_json(item), now_us()))
-        self.counters.count(outcomes, deltas, (time.perf_counter() - started) * 1e6, events)
+                    f"definitions before the event was evaluated", event_json(event),
+                    now_us()))
+        self.counters.count(outcomes, deltas, (time.perf_counter() - started) * 1e6,
+                            len(events))
         yield from self._finish(tenant, lead_id, state, deltas, lead, flip, expiry)
+
+    def _defer(self, deferred, lead, flip):
+        self.deferred.inc(len(deferred.events))
+        lead.write(deferred)
+        flip.set(_timer_time(now_us() + DEFER_RETRY_US))
+
+    def _retry(self, key, deferred, item, lead, flip, expiry):
+        """A deferred lead's next event (it waits in line), sweep (not needed: the lead
+        is ahead of this worker) or retry (item None)."""
+        events, retries = deferred.events, deferred.retries
+        if item is None:
+            retries += 1
+        elif not isinstance(item, Sweep):
+            events, retries = events + (item,), 0
+        processor = self.cache.catch_up(deferred.state)
+        if processor is not None:
+            yield from self._apply(key, processor, deferred.state, list(events), lead,
+                                   flip, expiry)
+            return
+        self.deferred.inc(len(events) - len(deferred.events))
+        lead.write(Deferred(deferred.state, events, retries))
+        if retries < DEFER_RETRIES:
+            flip.set(_timer_time(now_us() + DEFER_RETRY_US))
+        else:  # no more retries: its next event tries again
+            flip.clear()
 
     @on_timer(FLIP)
     def on_flip(self, key=beam.DoFn.KeyParam, when=beam.DoFn.TimestampParam,
@@ -216,15 +282,24 @@ class StatefulLeadFn(beam.DoFn):
         state = lead.read()
         if state is None:
             return
+        if isinstance(state, Deferred):
+            yield from self._retry(key, state, None, lead, flip, expiry)
+            return
+        processor = self.cache.catch_up(state)
+        if processor is None:  # the flip waits too: its timer is set again on catching up
+            self._defer(Deferred(state), lead, flip)
+            return
         self.counters.timers.inc()
         tenant, lead_id = split_lead_key(key)
-        deltas = self.cache.current().on_timer(state, tenant, lead_id, when.micros)
+        deltas = processor.on_timer(state, tenant, lead_id, when.micros)
         self.counters.count({}, deltas, 0, 0)
         yield from self._finish(tenant, lead_id, state, deltas, lead, flip, expiry)
 
     @on_timer(EXPIRY)
     def on_expiry(self, lead=beam.DoFn.StateParam(LEAD), flip=beam.DoFn.TimerParam(FLIP)):
         state = lead.read()
+        if isinstance(state, Deferred):
+            return  # it has events waiting: not gone
         if state is not None and not state.exists:
             lead.clear()
             flip.clear()

@@ -31,9 +31,11 @@ def _avro_damage():
 
 
 class Unreadable(NamedTuple):
-    """A payload that could not be read at all; parsing turns it into a dead letter."""
+    """A payload that is not to be parsed; parsing turns it into a dead letter with
+    reason `code: reason`."""
     reason: str
     raw: bytes = b""
+    code: str = "unreadable"
 
 
 def records_of(path, open_file):

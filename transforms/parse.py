@@ -49,7 +49,7 @@ class ParseEventFn(beam.DoFn):
         self.read.inc()
         try:
             if isinstance(payload, Unreadable):
-                raise InvalidEvent("unreadable", payload.reason)
+                raise InvalidEvent(payload.code, payload.reason)
             processor = self.cache.get(doc) if doc is not None else self.cache.current()
             event = parse_event(payload, processor.definitions)
         except InvalidEvent as bad:

@@ -1,9 +1,13 @@
-"""Read change events (and definition sweeps) from a Pub/Sub subscription.
+"""Read change events, and control messages (sweeps), from Pub/Sub subscriptions.
 
-A message's data is one event's JSON; its source is `pubsub:<subscription>:<message id>`,
-so a re-delivered bad message gets the same dead-letter id. A message with the attribute
-`dynlists_control=sweep` is not an event: it asks for some leads to be re-evaluated
-against new definitions, and leaves as keyed Sweep elements on the 'sweeps' output.
+Events and control travel on separate subscriptions, so that the right to publish lead
+events and the right to steer the job can be granted to different identities. On the
+events subscription a message's data is one event's JSON; its source is
+`pubsub:<subscription>:<message id>`, so a re-delivered bad message gets the same
+dead-letter id, and a control-looking message there is a dead letter
+(`control_on_events`), never obeyed. On the control subscription a sweep (attribute
+`dynlists_control=sweep`) names a definitions version and some leads; it carries no
+rules, and anything else there is a dead letter (`bad_control`).
 Nothing here knows whether it talks to Pub/Sub or an emulator (PUBSUB_EMULATOR_HOST).
 """
 
@@ -13,6 +17,7 @@ import functools
 import json
 import logging
 import time
+import typing
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -24,64 +29,94 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from schemas.records import Sweep, lead_key
+from schemas.records import Sweep, lead_key, make_dead_letter
+from transforms.io import Unreadable
 
 _LOG = logging.getLogger(__name__)
+NAMESPACE = "dynlists"
 CONTROL_ATTRIBUTE = "dynlists_control"
-RECORDS = "records"
 SWEEPS = "sweeps"
+DEAD_LETTERS = "dead_letters"
+MAX_SWEEP_LEADS = 10_000  # leads one sweep message may name (the launcher sends 500)
 
 
-def sweep_message(version, leads, text=None, issued_at=None):
+def sweep_message(version, leads):
     """(data, attributes) of a sweep message for (tenant, lead) pairs."""
     body = {"version": version, "leads": [list(pair) for pair in leads]}
-    if text is not None:
-        body["definitions"] = text
-    if issued_at is not None:
-        body["issued_at"] = issued_at
     return json.dumps(body).encode(), {CONTROL_ATTRIBUTE: "sweep"}
 
 
-class SplitMessages(beam.DoFn):
+def _source(subscription, message):
+    return f"pubsub:{subscription}:{message.message_id}"
+
+
+class EventRecords(beam.DoFn):
+    """Events subscription: message -> (source, payload); a control message here is
+    refused as a dead letter (whoever may publish events may not steer the job)."""
+
     def __init__(self, subscription):
         self.subscription = subscription
 
     def process(self, message):
-        source = f"pubsub:{self.subscription}:{message.message_id}"
-        if (message.attributes or {}).get(CONTROL_ATTRIBUTE) == "sweep":
-            found = _sweep_of(message.data)
-            if found is None:  # not a sweep we can read: a dead letter, like a bad event
-                yield source, message.data
-                return
-            sweep, leads = found
-            for tenant, lead in leads:
-                yield pvalue.TaggedOutput(SWEEPS, (lead_key(tenant, lead), sweep))
+        source = _source(self.subscription, message)
+        control = (message.attributes or {}).get(CONTROL_ATTRIBUTE)
+        if control is not None:
+            yield source, Unreadable(
+                f"a message with attribute {CONTROL_ATTRIBUTE}={control[:40]!r} on the "
+                "events subscription: control messages are only read from the control "
+                "subscription", message.data or b"", code="control_on_events")
             return
         yield source, message.data
 
 
-def _sweep_of(data):
+class ControlMessages(beam.DoFn):
+    """Control subscription: sweep messages -> keyed Sweeps (main); anything else is a
+    dead letter ('dead_letters')."""
+
+    def __init__(self, subscription):
+        self.subscription = subscription
+        self.bad = Metrics.counter(NAMESPACE, "dead_letter_bad_control")
+
+    def process(self, message):
+        found = None
+        if (message.attributes or {}).get(CONTROL_ATTRIBUTE) == "sweep":
+            found = sweep_of(message.data)
+        if found is None:
+            self.bad.inc()
+            yield pvalue.TaggedOutput(DEAD_LETTERS, make_dead_letter(
+                _source(self.subscription, message),
+                f"bad_control: not a sweep message (attribute {CONTROL_ATTRIBUTE}=sweep, "
+                'data {"version": V, "leads": [[tenant, lead], ...]})',
+                (message.data or b"").decode("utf-8", "backslashreplace"),
+                int(time.time() * 1_000_000)))
+            return
+        sweep, leads = found
+        for tenant, lead in leads:
+            yield lead_key(tenant, lead), sweep
+
+
+def sweep_of(data):
     """(Sweep, [(tenant, lead), ...]) of a sweep message's body, or None when it is not
-    one: every part is checked before any lead is swept."""
+    one: every part is checked before any lead is swept. Other keys (a document, an
+    issue time, as older launchers sent) are not read."""
     try:
         body = json.loads(data)
     except (ValueError, RecursionError):
         return None
     if not isinstance(body, dict):
         return None
-    version, text, issued_at, leads = (body.get("version"), body.get("definitions"),
-                                       body.get("issued_at"), body.get("leads"))
-    if not (isinstance(version, str) and version and isinstance(leads, list)
-            and (text is None or isinstance(text, str))
-            and (issued_at is None or type(issued_at) is int)):
+    version, leads = body.get("version"), body.get("leads")
+    if not (isinstance(version, str) and 0 < len(version) <= 128
+            and isinstance(leads, list) and len(leads) <= MAX_SWEEP_LEADS):
         return None
     pairs = []
     for pair in leads:
         if not (isinstance(pair, list) and len(pair) == 2
-                and all(isinstance(part, str) and part for part in pair)):
+                and all(isinstance(part, str) and part for part in pair)
+                and "/" not in pair[0]):
             return None
         pairs.append((pair[0], pair[1]))
-    return Sweep(version, text, issued_at), pairs
+    return Sweep(version), pairs
 
 
 NATIVE_READERS = ("DirectRunner", "BundleBasedDirectRunner", "DataflowRunner",
@@ -105,8 +140,9 @@ def reader_for(runner, choice="auto"):
     return "native" if runner_name(runner) in NATIVE_READERS else "pull"
 
 
-class ReadPubSubRecords(beam.PTransform):
-    """-> (source, payload) records (main) and keyed sweeps ('sweeps')."""
+class ReadMessages(beam.PTransform):
+    """-> PubsubMessages of one subscription, by the runner's own source ('native') or
+    the portable pull reader ('pull')."""
 
     def __init__(self, subscription, reader="native"):
         super().__init__()
@@ -115,15 +151,41 @@ class ReadPubSubRecords(beam.PTransform):
 
     def expand(self, pbegin):
         if self.reader == "pull":
-            messages = (pbegin
-                        | "Subscription" >> beam.Create([self.subscription])
-                        | "PullPubSub" >> beam.ParDo(PullMessages()))
-        else:
-            messages = pbegin | "ReadPubSub" >> beam.io.ReadFromPubSub(
-                subscription=self.subscription, with_attributes=True)
-        return (messages
-                | "SplitControl" >> beam.ParDo(SplitMessages(self.subscription)).with_outputs(
-                    SWEEPS, main=RECORDS))
+            return (pbegin
+                    | "Subscription" >> beam.Create([self.subscription])
+                    | "PullPubSub" >> beam.ParDo(PullMessages()))
+        return pbegin | "ReadPubSub" >> beam.io.ReadFromPubSub(
+            subscription=self.subscription, with_attributes=True)
+
+
+class ReadPubSubRecords(beam.PTransform):
+    """Events subscription -> (source, payload) records."""
+
+    def __init__(self, subscription, reader="native"):
+        super().__init__()
+        self.subscription = subscription
+        self.reader = reader
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Messages" >> ReadMessages(self.subscription, self.reader)
+                | "RefuseControl" >> beam.ParDo(EventRecords(self.subscription)))
+
+
+class ReadControl(beam.PTransform):
+    """Control subscription -> keyed Sweeps (main) and dead letters ('dead_letters')."""
+
+    def __init__(self, subscription, reader="native"):
+        super().__init__()
+        self.subscription = subscription
+        self.reader = reader
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Messages" >> ReadMessages(self.subscription, self.reader)
+                | "Sweeps" >> beam.ParDo(ControlMessages(self.subscription))
+                .with_output_types(typing.Tuple[str, Sweep])
+                .with_outputs(DEAD_LETTERS, main=SWEEPS))
 
 
 # -- a pull reader for runners without a native Pub/Sub source (Prism, Flink) ------------
