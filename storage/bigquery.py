@@ -141,8 +141,21 @@ class BigQueryStore:
         return rows[0] if rows else None
 
     def lead_keys(self):
-        return [(r["tenant_id"], r["lead_id"]) for r in self._query(
-            f"SELECT tenant_id, lead_id FROM {self._ref(T.LEAD_PROFILES)}")]
+        return [key for page in self.lead_key_pages() for key in page]
+
+    def lead_key_pages(self, page_size=500):
+        """Lists of at most `page_size` (tenant_id, lead_id) of the stored profiles, in key
+        order: one query, its result read a page at a time through the client's page
+        iterator (each page one request for the next rows of the query's result table),
+        so only a page of keys is held here."""
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        job = self.client.query(f"SELECT tenant_id, lead_id FROM {self._ref(T.LEAD_PROFILES)} "
+                                "ORDER BY tenant_id, lead_id")
+        for page in job.result(page_size=page_size).pages:
+            keys = [(row["tenant_id"], row["lead_id"]) for row in page]
+            if keys:  # an empty result still comes as one empty page; no store yields one
+                yield keys
 
     def memberships(self):
         return {(r["tenant_id"], r["list_id"], r["lead_id"]) for r in self._query(

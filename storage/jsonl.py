@@ -99,7 +99,24 @@ class JsonlStore:
         return self.rows(T.LEAD_PROFILES)
 
     def lead_keys(self):
-        return [(r["tenant_id"], r["lead_id"]) for r in self.rows(T.LEAD_PROFILES)]
+        return [key for page in self.lead_key_pages() for key in page]
+
+    def lead_key_pages(self, page_size=500):
+        """Lists of at most `page_size` (tenant_id, lead_id) of the stored profiles, in key
+        order.
+
+        Profile files are appended in no order and a lead has rows in many of them, so
+        no page is known before every file is read: one streaming pass keeps the distinct
+        keys (two short strings a lead), never the rows, then the sorted keys are handed
+        out page by page. Memory grows with the number of leads, not with the page; a
+        sink with too many leads for that belongs in SQLite or BigQuery.
+        """
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        keys = sorted({(row["tenant_id"], row["lead_id"])
+                       for row in self._raw(T.LEAD_PROFILES)})
+        for start in range(0, len(keys), page_size):
+            yield keys[start:start + page_size]
 
     def list_sizes(self):
         sizes = collections.Counter((r["tenant_id"], r["list_id"])

@@ -36,6 +36,11 @@ _KEYS = {1: T.KEYS, 2: T.SQLITE_KEYS}
 _REKEYED = [t for t in T.TABLES if _KEYS[1][t] != _KEYS[2][t]]
 _ANOTHER_FILE = "name another file for the sink"
 
+LEAD_KEYS_FIRST = (f"SELECT tenant_id, lead_id FROM {T.LEAD_PROFILES} "
+                   "ORDER BY tenant_id, lead_id LIMIT ?")
+LEAD_KEYS_AFTER = (f"SELECT tenant_id, lead_id FROM {T.LEAD_PROFILES} "
+                   "WHERE (tenant_id, lead_id) > (?, ?) ORDER BY tenant_id, lead_id LIMIT ?")
+
 
 class SqliteStore:
     def __init__(self, path):
@@ -246,7 +251,23 @@ class SqliteStore:
         return self.rows(T.LEAD_PROFILES)
 
     def lead_keys(self):
-        return list(self.db.execute(f"SELECT tenant_id, lead_id FROM {T.LEAD_PROFILES}"))
+        return [key for page in self.lead_key_pages() for key in page]
+
+    def lead_key_pages(self, page_size=500):
+        """Lists of at most `page_size` (tenant_id, lead_id) of the stored profiles, in key
+        order. Each page is one range read of the key index from the last key handed
+        out, so memory and the cost of a page do not grow with the sink, and a lead
+        stored meanwhile comes in a later page if its key sorts after that one. A page
+        is read whole before it is handed out: no read stays open between pages to hold
+        back the log's checkpoints."""
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        page = self.db.execute(LEAD_KEYS_FIRST, (page_size,)).fetchall()
+        while page:
+            yield page
+            if len(page) < page_size:
+                return
+            page = self.db.execute(LEAD_KEYS_AFTER, (*page[-1], page_size)).fetchall()
 
     def list_sizes(self):
         """[(tenant, list, members)] largest first."""

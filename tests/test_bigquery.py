@@ -1,5 +1,6 @@
 """The BigQuery sink without Google Cloud: rows against the schemas, the views' SQL run
-on SQLite over the same rows, the refused-row path, and the calls that make the views.
+on SQLite over the same rows, the refused-row path, the calls that make the views, and
+lead keys read a page of the query result at a time.
 
 Not exercised here: real inserts and load jobs, and the views on BigQuery itself.
 """
@@ -11,6 +12,7 @@ import os
 import sqlite3
 
 import apache_beam as beam
+import pytest
 from apache_beam.io.gcp.bigquery_tools import parse_table_schema_from_json
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -171,3 +173,79 @@ def test_reconcile_fixes_go_through_the_bigquery_writers():
     assert writers == {"WriteFixes/BigQuery", "WriteFixes/BigQuery/DeltaRows",
                        f"WriteFixes/BigQuery/Write_{tables.MEMBERSHIP_DELTAS}",
                        f"WriteFixes/BigQuery/Write_{SNAPSHOTS}"}
+
+
+class QueryingClient:
+    """Stands in for the client for queries: runs their SQL on SQLite, where the dataset's
+    tables are SQLite tables, and hands the result back through the client library's own
+    RowIterator, one request a page, answered as BigQuery pages a query's results."""
+
+    def __init__(self, db):
+        self.db = db
+        self.queries, self.requests = [], []
+
+    def query(self, sql, job_config=None):
+        self.queries.append(sql)
+        cursor = self.db.execute(sql.replace("`test-project.lists.", "").replace("`", ""))
+        names, rows = [d[0] for d in cursor.description], cursor.fetchall()
+        return _FinishedQuery(self, names, rows)
+
+
+class _FinishedQuery:
+    def __init__(self, client, names, rows):
+        self.client, self.names, self.rows = client, names, rows
+
+    def result(self, page_size=None):
+        from google.cloud.bigquery import SchemaField
+        from google.cloud.bigquery.table import RowIterator
+        rows = self.rows
+
+        def api_request(method, path, query_params):
+            self.client.requests.append(dict(query_params))
+            start = int(query_params.get("pageToken", 0))
+            end = start + query_params.get("maxResults", len(rows))
+            response = {"rows": [{"f": [{"v": v} for v in row]} for row in rows[start:end]],
+                        "totalRows": str(len(rows))}
+            if end < len(rows):
+                response["pageToken"] = str(end)
+            return response
+        return RowIterator(None, api_request, "/projects/test-project/queries/job-1",
+                           [SchemaField(name, "STRING") for name in self.names],
+                           page_size=page_size)
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 500])
+def test_bigquery_lead_key_pages_are_the_result_pages(page_size):
+    """One query in key order, read a page per request of `page_size` rows: every lead
+    once, in order, and no more than a page held at a time."""
+    from storage.bigquery import BigQueryStore
+    from tests.test_lead_key_pages import KEYS, check_pages
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE lead_profiles (tenant_id TEXT, lead_id TEXT)")
+    db.executemany("INSERT INTO lead_profiles VALUES (?, ?)", reversed(KEYS))
+    client = QueryingClient(db)
+    store = BigQueryStore("test-project.lists", client=client)
+    pages = store.lead_key_pages(page_size=page_size)
+    first = next(pages)
+    assert len(client.requests) == 1  # the next page is asked for when it is needed
+    pages = [first, *pages]
+    check_pages(pages, KEYS, page_size)
+    assert len(client.requests) == len(pages)
+    assert all(request["maxResults"] == page_size for request in client.requests)
+    assert client.queries == ["SELECT tenant_id, lead_id FROM "
+                              "`test-project.lists.lead_profiles` "
+                              "ORDER BY tenant_id, lead_id"]
+    assert store.lead_keys() == sorted(KEYS)
+
+
+def test_bigquery_lead_key_pages_of_an_empty_dataset():
+    from storage.bigquery import BigQueryStore
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE lead_profiles (tenant_id TEXT, lead_id TEXT)")
+    client = QueryingClient(db)
+    store = BigQueryStore("test-project.lists", client=client)
+    assert list(store.lead_key_pages(page_size=2)) == []
+    assert client.requests == [{"maxResults": 2}]  # one page, with no row
+    assert store.lead_keys() == []
+    with pytest.raises(ValueError, match="page_size must be at least 1"):
+        next(store.lead_key_pages(page_size=0))
