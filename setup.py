@@ -19,5 +19,5 @@ setuptools.setup(
         "fastavro==1.13.1",
         "google-cloud-pubsub==2.44.0",
     ],
-    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17"]},
+    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17", "atheris==3.0.0"]},
 )
