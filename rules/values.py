@@ -25,6 +25,7 @@ _EPOCH_DAY = _EPOCH.toordinal()
 _FIRST_US = (datetime(1, 1, 1, tzinfo=timezone.utc) - _EPOCH) // timedelta(microseconds=1)
 _LAST_US = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc) - _EPOCH) \
     // timedelta(microseconds=1)
+_FIRST_DAY, _LAST_DAY = _FIRST_US // DAY_US, _LAST_US // DAY_US
 
 
 def canon(value):
@@ -128,8 +129,23 @@ def _date_of_text(value):
 
 @functools.lru_cache(maxsize=4096)
 def _day_text(day):
-    moment = datetime(1970, 1, 1) + timedelta(days=day)
-    return f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"  # %Y drops zeros
+    if _FIRST_DAY <= day <= _LAST_DAY:
+        moment = datetime(1970, 1, 1) + timedelta(days=day)
+        return f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"  # %Y drops zeros
+    # past the year 9999 (a time window ending after the last event time there can be)
+    return _civil_text(day)
+
+
+def _civil_text(day):
+    """YYYY-MM-DD of a day since the epoch in the proleptic Gregorian calendar by integer
+    arithmetic, for days past datetime's range (years of five digits and more)."""
+    era, rest = divmod(day + 719_468, 146_097)  # days from 0000-03-01, 400-year eras
+    year_of_era = (rest - rest // 1460 + rest // 36_524 - rest // 146_096) // 365
+    day_of_year = rest - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    month_index = (5 * day_of_year + 2) // 153  # from March
+    month = month_index + 3 if month_index < 10 else month_index - 9
+    year = era * 400 + year_of_era + (month <= 2)
+    return f"{year:04d}-{month:02d}-{day_of_year - (153 * month_index + 2) // 5 + 1:02d}"
 
 
 def format_ts(micros):

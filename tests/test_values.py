@@ -60,3 +60,17 @@ def test_a_calendar_date_is_midnight_utc_of_that_day(parts, pad):
     except ValueError:
         expected = None
     assert to_date_us(text) == expected
+
+
+def test_times_past_the_year_9999_print_in_the_same_calendar():
+    """A time window can end after the last event time (9999-12-31): its flip, its
+    delta and the lead's clock must print, where datetime stops."""
+    from datetime import datetime, timedelta
+
+    from rules.values import _civil_text
+    for day in [*range(-719_162, -718_000), *range(-1000, 1000, 7),
+                *range(2_931_000, 2_932_897)]:
+        moment = datetime(1970, 1, 1) + timedelta(days=day)
+        assert _civil_text(day) == f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+    assert format_ts(LAST_US + 1) == "10000-01-01T00:00:00.000000Z"
+    assert format_ts(2 ** 63 - 1) == "294247-01-10T04:00:54.775807Z"
