@@ -1,6 +1,7 @@
 """Writes the fuzz campaign's seed corpus (tests/fuzz/corpus/) from the sample's events
 and the tests' records: raw records of one lead (mode byte 0) and choice bytes for the
-structured mode. Deterministic, so a rerun rewrites the same files."""
+structured mode. Deterministic; the corpus also keeps inputs a campaign found new
+coverage with (kept while it stays within ~300 files and 2 MB)."""
 
 from __future__ import annotations
 
