@@ -106,3 +106,52 @@ def evaluate_tenant(tenant, profile, now):
         if value:
             members.add(lid)
     return members
+
+
+def _references(node, out):
+    """Adds to `out` the lists `node` references; True when it has criteria of its own."""
+    if "all" in node or "any" in node:
+        own = False
+        for child in node["all" if "all" in node else "any"]:
+            own = _references(child, out) or own
+        return own
+    if "not" in node:
+        return _references(node["not"], out)
+    if "list" in node:
+        out.add(node["list"])
+        return False
+    return True
+
+
+def deltas_between(tenant, before, profile, now):
+    """The deltas (list id, added, depth) from the memberships `before` (a set of list
+    ids; empty for a new lead) to the lists of `tenant` the lead with `profile` (None:
+    deleted) belongs to at `now`, in dependency order, then removals from lists that
+    no longer exist.
+
+    Cascade depth, a function of the before memberships and the after state only, not of
+    how an engine reached it: a changed list has depth 0 when its own criteria account
+    for the change, that is, it has criteria other than list references (a static list
+    counts) and, evaluated on the after state with every list it references read at its
+    before membership, it already takes its new value; depth 0 too when none of the
+    lists it references changed. Otherwise its depth is 1 + the least depth among the
+    referenced lists that changed (one did: with them all at their before value the
+    list would not have changed). A deleted lead leaves everything at depth 0.
+    """
+    after = evaluate_tenant(tenant, profile, now)
+    depth, out = {}, []
+    for lid in tenant.order:
+        if (lid in before) == (lid in after):
+            continue
+        definition = tenant.lists[lid]
+        refs = set()
+        own = definition.static or _references(definition.rules, refs)
+        changed = [depth[r] for r in refs if r in depth]
+        if not changed or profile is None or (
+                own and evaluate(definition.rules, profile, before, now) == (lid in after)):
+            depth[lid] = 0
+        else:
+            depth[lid] = 1 + min(changed)
+        out.append((lid, lid in after, depth[lid]))
+    out.extend((lid, False, 0) for lid in sorted(before) if lid not in tenant.lists)
+    return out
