@@ -996,27 +996,30 @@ error:
     return NULL;
 }
 
+/* A list's flags in an evaluate_dirty call. A changed list's cascade depth (see
+ * CompiledTenant.evaluate_dirty) needs to know whether its own criteria were candidates
+ * and which lists it references changed, unfiltered by the watch: a referenced list
+ * whose change could not mark it may still be the shallowest one that changed. */
+#define MARKED 1     /* to evaluate */
+#define BY_OWN 2     /* marked by a candidate of its own criteria */
+#define VIA 4        /* a list it references changed: `via` holds the least depth of those */
+#define CHANGED 8    /* changed in this call */
+
 typedef struct {
-    unsigned char *pending;
-    Py_ssize_t *depth;
+    unsigned char *pending;  /* flags, above */
+    Py_ssize_t *via;
     Py_ssize_t lo, hi;   /* the marked range */
     Py_ssize_t size;
 } Marks;
 
 static void
-mark(Marks *m, Py_ssize_t j, Py_ssize_t d)
+mark(Marks *m, Py_ssize_t j, int own)
 {
-    if (!m->pending[j]) {
-        m->pending[j] = 1;
-        m->depth[j] = d;
-        if (j < m->lo)
-            m->lo = j;
-        if (j > m->hi)
-            m->hi = j;
-    }
-    else if (m->depth[j] > d) {
-        m->depth[j] = d;
-    }
+    m->pending[j] |= own ? MARKED | BY_OWN : MARKED;
+    if (j < m->lo)
+        m->lo = j;
+    if (j > m->hi)
+        m->hi = j;
 }
 
 static int
@@ -1037,9 +1040,9 @@ list_index(PyObject *obj, Py_ssize_t size, Py_ssize_t *out)
     return 0;
 }
 
-/* Marks (list, slot) pairs whose slot is the list's watch, at depth d. */
+/* Marks (list, slot) pairs whose slot is the list's watch (own: by their own criteria). */
 static int
-mark_pairs(Marks *m, PyObject *W, PyObject *pairs, Py_ssize_t d)
+mark_pairs(Marks *m, PyObject *W, PyObject *pairs, int own)
 {
     if (PyBytes_CheckExact(pairs)) {
         const unsigned char *watch = (const unsigned char *)PyByteArray_AS_STRING(W);
@@ -1057,7 +1060,7 @@ mark_pairs(Marks *m, PyObject *W, PyObject *pairs, Py_ssize_t d)
                 return -1;
             }
             if (watch[pair[0]] == pair[1])
-                mark(m, pair[0], d);
+                mark(m, pair[0], own);
         }
         return 0;
     }
@@ -1083,7 +1086,7 @@ mark_pairs(Marks *m, PyObject *W, PyObject *pairs, Py_ssize_t d)
         if (slot == -1 && PyErr_Occurred())
             goto error;
         if (watch[i] == slot)
-            mark(m, i, d);
+            mark(m, i, own);
     }
     Py_DECREF(fast);
     return 0;
@@ -1092,9 +1095,9 @@ error:
     return -1;
 }
 
-/* Marks lists the lead belongs to, at depth d. */
+/* Marks lists the lead belongs to (own: by their own criteria). */
 static int
-mark_members(Marks *m, PyObject *W, PyObject *lists, Py_ssize_t d)
+mark_members(Marks *m, PyObject *W, PyObject *lists, int own)
 {
     if (PyBytes_CheckExact(lists)) {
         const unsigned char *watch = (const unsigned char *)PyByteArray_AS_STRING(W);
@@ -1112,7 +1115,7 @@ mark_members(Marks *m, PyObject *W, PyObject *lists, Py_ssize_t d)
                 return -1;
             }
             if (watch[i] == ALL_TRUE)
-                mark(m, i, d);
+                mark(m, i, own);
         }
         return 0;
     }
@@ -1128,10 +1131,95 @@ mark_members(Marks *m, PyObject *W, PyObject *lists, Py_ssize_t d)
             return -1;
         }
         if (watch[i] == ALL_TRUE)
-            mark(m, i, d);
+            mark(m, i, own);
     }
     Py_DECREF(fast);
     return 0;
+}
+
+/* Notes in each of `lists` (the lists that reference one that changed at depth d) the
+ * least depth among the changes of the lists it references. */
+static int
+note_via(Marks *m, PyObject *lists, Py_ssize_t d)
+{
+    PyObject *fast = NULL;
+    const char *at = NULL;
+    Py_ssize_t n;
+    if (PyBytes_CheckExact(lists)) {
+        at = PyBytes_AS_STRING(lists);
+        n = run_length(lists, 0);
+        if (n < 0) {
+            PyErr_SetString(PyExc_TypeError, "packed lists are int32");
+            return -1;
+        }
+    }
+    else {
+        fast = PySequence_Fast(lists, "lists are a sequence");
+        if (fast == NULL)
+            return -1;
+        n = PySequence_Fast_GET_SIZE(fast);
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_ssize_t j;
+        if (at != NULL) {
+            int32_t i;
+            memcpy(&i, at + 4 * k, sizeof i);
+            j = i;
+            if (j < 0 || j >= m->size) {
+                PyErr_Format(PyExc_IndexError, "list index %zd out of range", j);
+                return -1;
+            }
+        }
+        else if (list_index(PySequence_Fast_GET_ITEM(fast, k), m->size, &j) < 0) {
+            Py_DECREF(fast);
+            return -1;
+        }
+        if (!(m->pending[j] & VIA) || m->via[j] > d) {
+            m->pending[j] |= VIA;
+            m->via[j] = d;
+        }
+    }
+    Py_XDECREF(fast);
+    return 0;
+}
+
+/* 1 when list i, read with every list changed so far back at its before membership,
+ * already takes its new value (`value`): its own criteria account for its change; 0 when
+ * not, -1 on error. */
+static int
+own_account(const TenantObject *t, const Ctx *ctx, const Marks *m, Py_ssize_t i, int value)
+{
+    PyObject *before = PyByteArray_FromStringAndSize(PyByteArray_AS_STRING(ctx->W),
+                                                     PyByteArray_GET_SIZE(ctx->W));
+    if (before == NULL)
+        return -1;
+    unsigned char *w = (unsigned char *)PyByteArray_AS_STRING(before);
+    for (Py_ssize_t j = m->lo; j < i; j++)
+        if (m->pending[j] & CHANGED)
+            w[j] = w[j] == ALL_TRUE ? 0 : ALL_TRUE;
+    Ctx counter = *ctx;
+    counter.W = before;
+    int result = eval_list(t, &counter, i);
+    Py_DECREF(before);
+    return result < 0 ? -1 : (result == ALL_TRUE) == value;
+}
+
+/* evaluate_list(V, T, S, A, W, i, now) -> list i's watch, reading the lists it references
+ * in W (left as it is) */
+static PyObject *
+Tenant_evaluate_list(TenantObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "evaluate_list(V, T, S, A, W, i, now)");
+        return NULL;
+    }
+    Ctx ctx;
+    Py_ssize_t i;
+    if (make_ctx(self, &ctx, args[0], args[1], args[2], args[3], args[4], args[6]) < 0 ||
+        list_index(args[5], self->size, &i) < 0)
+        return NULL;
+    int watch = eval_list(self, &ctx, i);
+    return watch < 0 ? NULL : PyLong_FromLong(watch);
 }
 
 /* evaluate_dirty(C, N, DT, T, S, A, W, join, leave, both, now)
@@ -1151,12 +1239,12 @@ Tenant_evaluate_dirty(TenantObject *self, PyObject *const *args, Py_ssize_t narg
     PyObject *out = NULL, *iter = NULL, *item;
     Py_ssize_t size = self->size;
     unsigned char small_pending[1024];
-    Py_ssize_t small_depth[1024];
-    Marks m = {small_pending, small_depth, size, -1, size};
+    Py_ssize_t small_via[1024];
+    Marks m = {small_pending, small_via, size, -1, size};
     if (size > 1024) {
         m.pending = PyMem_Malloc((size_t)size);
-        m.depth = PyMem_Malloc((size_t)size * sizeof(Py_ssize_t));
-        if (m.pending == NULL || m.depth == NULL) {
+        m.via = PyMem_Malloc((size_t)size * sizeof(Py_ssize_t));
+        if (m.pending == NULL || m.via == NULL) {
             PyErr_NoMemory();
             goto done;
         }
@@ -1167,7 +1255,7 @@ Tenant_evaluate_dirty(TenantObject *self, PyObject *const *args, Py_ssize_t narg
     if (fast == NULL)
         goto done;
     for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(fast); k++) {
-        if (mark_pairs(&m, W, PySequence_Fast_GET_ITEM(fast, k), 0) < 0) {
+        if (mark_pairs(&m, W, PySequence_Fast_GET_ITEM(fast, k), 1) < 0) {
             Py_DECREF(fast);
             goto done;
         }
@@ -1177,7 +1265,7 @@ Tenant_evaluate_dirty(TenantObject *self, PyObject *const *args, Py_ssize_t narg
     if (fast == NULL)
         goto done;
     for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(fast); k++) {
-        if (mark_members(&m, W, PySequence_Fast_GET_ITEM(fast, k), 0) < 0) {
+        if (mark_members(&m, W, PySequence_Fast_GET_ITEM(fast, k), 1) < 0) {
             Py_DECREF(fast);
             goto done;
         }
@@ -1192,7 +1280,7 @@ Tenant_evaluate_dirty(TenantObject *self, PyObject *const *args, Py_ssize_t narg
         Py_DECREF(item);
         if (bad < 0)
             goto done;
-        mark(&m, i, 0);
+        mark(&m, i, 1);
     }
     if (PyErr_Occurred())
         goto done;
@@ -1202,7 +1290,7 @@ Tenant_evaluate_dirty(TenantObject *self, PyObject *const *args, Py_ssize_t narg
         goto done;
     /* lists reference only lists before them, so a cascade only marks lists ahead */
     for (Py_ssize_t i = m.lo; i <= m.hi; i++) {
-        if (!m.pending[i])
+        if (!(m.pending[i] & MARKED))
             continue;
         unsigned char *watch = (unsigned char *)PyByteArray_AS_STRING(W);
         int was = watch[i] == ALL_TRUE;
@@ -1214,7 +1302,18 @@ Tenant_evaluate_dirty(TenantObject *self, PyObject *const *args, Py_ssize_t narg
         int value = result == ALL_TRUE;
         if (value == was)
             continue;
-        Py_ssize_t d = m.depth[i];
+        /* with no referenced list changed, its own criteria changed it; with one, they
+         * did only if they were candidates and still do with the references as before */
+        Py_ssize_t d = 0;
+        if (m.pending[i] & VIA) {
+            int own = 0;
+            if ((m.pending[i] & BY_OWN) &&
+                ((own = own_account(self, &ctx, &m, i, value)) < 0 || watch_resized(W, size) < 0))
+                goto error;
+            if (!own)
+                d = m.via[i] + 1;
+        }
+        m.pending[i] |= CHANGED;
         PyObject *row = PyTuple_New(3), *depth = PyLong_FromSsize_t(d);
         if (row == NULL || depth == NULL) {
             Py_XDECREF(row);
@@ -1238,7 +1337,9 @@ Tenant_evaluate_dirty(TenantObject *self, PyObject *const *args, Py_ssize_t narg
         /* entry: (pairs that may join, lists, pairs, lists that may leave); see turned() */
         PyObject *pairs = PyTuple_GET_ITEM(entry, value ? 0 : 2);
         PyObject *lists = PyTuple_GET_ITEM(entry, value ? 3 : 1);
-        if (mark_pairs(&m, W, pairs, d + 1) < 0 || mark_members(&m, W, lists, d + 1) < 0)
+        if (note_via(&m, PyTuple_GET_ITEM(entry, 1), d) < 0 ||
+            note_via(&m, PyTuple_GET_ITEM(entry, 3), d) < 0 ||
+            mark_pairs(&m, W, pairs, 0) < 0 || mark_members(&m, W, lists, 0) < 0)
             goto error;
     }
     goto done;
@@ -1248,8 +1349,8 @@ done:
     Py_XDECREF(iter);
     if (m.pending != small_pending)
         PyMem_Free(m.pending);
-    if (m.depth != small_depth)
-        PyMem_Free(m.depth);
+    if (m.via != small_via)
+        PyMem_Free(m.via);
     return out;
 }
 
@@ -3209,6 +3310,8 @@ static PyMethodDef Tenant_methods[] = {
      "next_flip(V, A, now) -> the earliest moment a time predicate changes, or None"},
     {"evaluate_all", (PyCFunction)(void (*)(void))Tenant_evaluate_all, METH_FASTCALL,
      "evaluate_all(V, T, S, A, W, now) -> set of list ids"},
+    {"evaluate_list", (PyCFunction)(void (*)(void))Tenant_evaluate_list, METH_FASTCALL,
+     "evaluate_list(V, T, S, A, W, i, now) -> list i's watch"},
     {"evaluate_dirty", (PyCFunction)(void (*)(void))Tenant_evaluate_dirty, METH_FASTCALL,
      "evaluate_dirty(V, T, S, A, W, join, leave, both, now) -> deltas"},
     {NULL}

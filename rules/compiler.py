@@ -414,6 +414,13 @@ class CompiledTenant:
         # every index entry from here on: ((list, slot) pairs that may join, lists, the
         # same for leaving), see _frozen
         self.rev = {i: _frozen(entry) for i, entry in self.rev.items()}
+        # list -> the lists that reference it, and the other way round (cascade depths)
+        self.users = {j: tuple(sorted(set(entry[1]) | set(entry[3])))
+                      for j, entry in self.rev.items()}
+        self.refs = {}
+        for j, users in self.users.items():
+            for i in users:
+                self.refs.setdefault(i, []).append(j)
         for table in (self.empty_index, self.tag_index, self.num_all,
                       *self.eq_index.values()):
             for key, entry in table.items():
@@ -600,36 +607,48 @@ class CompiledTenant:
         C, N, DT = view
         return self._full(C, N, DT, tags, statics, set(), acts, now, watch)
 
-    def diff(self, before, after):
+    def evaluate_list(self, view, tags, statics, acts, watch, i, now):
+        """List i's watch, reading the lists it references in `watch` (left unchanged)."""
+        if self.native is not None:
+            return self.native.evaluate_list(view, tags, statics, acts, watch, i, now)
+        C, N, DT = view
+        return self.fns[i](C, N, DT, tags, statics, watch, acts, now)
+
+    def diff(self, before, after, view, tags, statics, acts, watch, now):
         """Deltas (list id, added, depth) turning `before` into `after`, in list order.
 
-        A list with predicates of its own changed at depth 0; a list made only of
-        references changed through the shallowest changed list it references.
+        `after` and `watch` are what evaluate_all gave for the lead's view, tags, statics
+        and activities at `now`. Depths as rules.reference.deltas_between defines them:
+        0 when no list the changed list references changed, or when its own criteria
+        account for the change (read with the lists it references at their `before`
+        membership, it already takes its new value); else 1 + the least depth among the
+        referenced lists that changed.
         """
         changed = sorted(self.pos[lid] for lid in before ^ after if lid in self.pos)
         depth = {}
         out = []
+        counter = None  # the watch with every changed list at its before membership
         for i in changed:
             lid = self.order[i]
-            if self.own[i]:
-                d = 0
-            else:
-                d = min((depth[j] + 1 for j in self._refs_of(i) if j in depth), default=0)
-            depth[i] = d
-            out.append((lid, lid in after, d))
+            value = lid in after
+            via = [depth[j] for j in self._refs_of(i) if j in depth]
+            if via and self.own[i]:
+                if counter is None:
+                    counter = bytearray(watch)
+                    for j in changed:
+                        counter[j] = ALL_TRUE if self.order[j] in before else 0
+                if (self.evaluate_list(view, tags, statics, acts, counter, i, now)
+                        == ALL_TRUE) == value:
+                    via = None
+            depth[i] = d = 1 + min(via) if via else 0
+            out.append((lid, value, d))
         # lists that no longer exist leave too
         out.extend((lid, False, 0) for lid in sorted(before - after) if lid not in self.pos)
         return out
 
     def _refs_of(self, i):
-        refs = getattr(self, "_fwd", None)
-        if refs is None:
-            refs = {}
-            for target, entry in self.rev.items():
-                for user in set(entry[1]) | set(entry[3]):
-                    refs.setdefault(user, []).append(target)
-            self._fwd = refs
-        return refs.get(i, ())
+        """The lists list i references."""
+        return self.refs.get(i, ())
 
     def candidates(self, view, tags, acts, changes, old_fields, now, watch=None):
         """(join, leave, any): what may change because of `changes`.
@@ -795,7 +814,7 @@ class CompiledTenant:
 
         `candidates` is (join, leave, any) as from `candidates()`; `watch` (one byte per
         list, ALL_TRUE for a member) is updated in place. Returns deltas (list id, added,
-        depth).
+        depth), the depths those diff() gives for the same before and after state.
         """
         join, leave, both = candidates
         if self.native is not None:
@@ -817,8 +836,13 @@ class CompiledTenant:
             return []
         heap = sorted(todo)
         C, N, DT = view
-        fns, order, rev = self.fns, self.order, self.rev
-        depth = dict.fromkeys(heap, 0)
+        fns, order, rev, users = self.fns, self.order, self.rev, self.users
+        queued = set(todo)
+        # list -> the least depth among the changed lists it references, noted for every
+        # list that references a changed one (not only those its change could mark: a
+        # list marked through another reference may have this one as its shallowest)
+        via = {}
+        changed = []
         out = []
         while heap:
             i = heapq.heappop(heap)
@@ -826,27 +850,44 @@ class CompiledTenant:
             watch[i] = result = fns[i](C, N, DT, tags, statics, watch, acts, now)
             value = result == ALL_TRUE
             if value != was:
-                d = depth[i]
+                # the depth of diff() and rules.reference.deltas_between. A list no
+                # candidate of its own marked would not have changed with its references
+                # as before (the watch argument that makes this evaluation exact), so
+                # only one that was needs reading with them reverted
+                d = via.get(i)
+                if d is None:
+                    d = 0
+                elif i in todo and self._own_account(view, tags, statics, acts, watch,
+                                                     changed, i, value, now):
+                    d = 0
+                else:
+                    d += 1
+                changed.append(i)
                 out.append((order[i], value, d))
                 entry = rev.get(i)
                 if entry:
+                    for j in users[i]:
+                        if via.get(j, d + 1) > d:
+                            via[j] = d
                     pairs, lists = turned(entry, value)
                     for j, slot in pairs:
-                        if watch[j] == slot:
-                            self._push(heap, depth, j, d + 1)
+                        if watch[j] == slot and j not in queued:
+                            queued.add(j)
+                            heapq.heappush(heap, j)
                     for j in lists:
-                        if watch[j] == ALL_TRUE:
-                            self._push(heap, depth, j, d + 1)
+                        if watch[j] == ALL_TRUE and j not in queued:
+                            queued.add(j)
+                            heapq.heappush(heap, j)
         return out
 
-    @staticmethod
-    def _push(heap, depth, j, d):
-        known = depth.get(j)
-        if known is None:
-            depth[j] = d
-            heapq.heappush(heap, j)
-        elif known > d:
-            depth[j] = d
+    def _own_account(self, view, tags, statics, acts, watch, changed, i, value, now):
+        """Whether list i, read with the lists in `changed` back at their before
+        membership, already takes its new value: its own criteria account for the change."""
+        counter = bytearray(watch)
+        for j in changed:
+            counter[j] = 0 if counter[j] == ALL_TRUE else ALL_TRUE
+        C, N, DT = view
+        return (self.fns[i](C, N, DT, tags, statics, counter, acts, now) == ALL_TRUE) == value
 
     # -- time ---------------------------------------------------------------------------
     def next_flip(self, view, acts, now):

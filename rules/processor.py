@@ -234,7 +234,8 @@ class LeadProcessor:
         state.watch = bytearray(ct.size)
         after = ct.evaluate_all(view, state.tag_set, state.static_set, state.acts, now,
                                 state.watch)
-        return ct.diff(set(state.members), after)
+        return ct.diff(set(state.members), after, view, state.tag_set, state.static_set,
+                       state.acts, state.watch, now)
 
     def _record(self, state, tenant, lead, found, when, cause, salt=None):
         """Apply `found` to the lead's memberships; its deltas, numbered on from seq."""
