@@ -6,12 +6,16 @@ runs on both backends: the compiled Python functions and, where it is built, the
 evaluation loop (rules/_native.c), which must give the very same deltas.
 """
 
+import itertools
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules import LeadProcessor, LeadState, evaluate_tenant, parse_definitions
 from rules.compiler import CompiledTenant
 from rules.lead import Changes, activity_order
+from rules.reference import deltas_between
 from rules.values import DAY_US
 from rules.compiler import NATIVE
 from tests.conftest import require_native
@@ -87,19 +91,27 @@ def profile_pairs(draw):
                                  activities=tuple(sorted(set(acts), key=activity_order)))
 
 
+# memberships a lead may hold before a definition change: any lists, some gone since
+EARLIER_MEMBERS = st.sets(st.sampled_from([f"l{i}" for i in range(8)] + ["s0", "s1", "gone"]))
+
+
 @MANY
-@given(doc=definitions_doc(), pair=profile_pairs(), now=times())
-def test_incremental_equals_full(doc, pair, now):
-    results = [check_incremental(*compiled(doc, native), pair, now) for native in BACKENDS]
+@given(doc=definitions_doc(), pair=profile_pairs(), now=times(), earlier=EARLIER_MEMBERS)
+def test_incremental_equals_full(doc, pair, now, earlier):
+    """The incremental deltas equal the full path's and the reference's, depths included,
+    and so do a new lead's and a lead's after a definition change (memberships `earlier`)."""
+    results = [check_incremental(*compiled(doc, native), pair, now, earlier)
+               for native in BACKENDS]
     assert results.count(results[0]) == len(results), "both backends agree"
 
 
-def check_incremental(tenant, ct, pair, now):
+def check_incremental(tenant, ct, pair, now, earlier=frozenset()):
     before, after = pair
     old = LeadState.from_profile(before)
     watch = bytearray(ct.size)
     members = ct.evaluate_all(ct.view_of(old), old.tag_set, old.static_set, old.acts, now,
                               watch)
+    members_before = set(members)
     new = LeadState.from_profile(after)
     view = ct.view_of(new)
     changes = _changes_between(before, after)
@@ -118,7 +130,16 @@ def check_incremental(tenant, ct, pair, now):
     assert [w == 255 for w in watch] == [w == 255 for w in fresh]
     assert {lid for lid, _, _ in deltas} == \
         (full(ct, old, now) ^ expected), "each changed list gets exactly one delta"
-    return deltas, bytes(watch)
+    assert deltas == deltas_between(tenant, members_before, after, now), "depths too"
+    diff = ct.diff  # the full path: evaluate_all, then diff against the memberships before
+    context = (view, new.tag_set, new.static_set, new.acts, fresh, now)
+    assert diff(members_before, expected, *context) == deltas
+    fresh_lead = diff(set(), expected, *context)
+    assert fresh_lead == deltas_between(tenant, set(), after, now), "a new lead"
+    earlier = set(earlier)
+    redefined = diff(earlier, expected, *context)
+    assert redefined == deltas_between(tenant, earlier, after, now), "a definition change"
+    return deltas, bytes(watch), fresh_lead, redefined
 
 
 @MANY
@@ -139,12 +160,28 @@ def test_next_flip_is_never_later_than_a_real_flip(doc, profile, now, fractions)
         assert evaluate_tenant(tenant, profile, moment) == at_now, moment
 
 
+def check_depths(tenant, deltas, members, before, after, now):
+    """Each cause's run of `deltas` is what rules.reference.deltas_between gives from the
+    memberships before it, depths included: a time-window flip's over the profile
+    `before` the event, at the flip; the event's over the profile `after` it, at `now`."""
+    members = set(members)
+    for cause, run in itertools.groupby(deltas, key=lambda d: d.cause):
+        run = list(run)
+        profile, moment = (before, run[0].event_time) if cause.startswith("timer:") else \
+            (after, now)
+        assert [(d.list_id, d.action == "added", d.cascade_depth) for d in run] == \
+            deltas_between(tenant, members, profile, moment), cause
+        for d in run:
+            (members.add if d.action == "added" else members.discard)(d.list_id)
+
+
 @MANY
 @given(doc=definitions_doc(), events=event_histories(leads=("L1", "L2")),
        later=st.integers(0, 60 * DAY_US))
 def test_processor_converges_for_any_order_and_duplicates(doc, events, later):
     """Per event, the incremental result equals a from-scratch evaluation of the fold,
-    and the C backend's deltas (ids, order, depths, seq) equal the Python one's."""
+    its deltas' depths are the reference's, and the C backend's deltas (ids, order,
+    depths, seq) equal the Python one's."""
     definitions = parse_definitions(doc)
     tenant = definitions.tenants["t1"]
     processor = LeadProcessor(definitions, False)
@@ -158,8 +195,10 @@ def test_processor_converges_for_any_order_and_duplicates(doc, events, later):
                 (outcome, deltas)
         history = seen.setdefault(event.lead_id, [])
         assert (outcome == "duplicate") == any(e.event_id == event.event_id for e in history)
+        folded_before = fold(history)
         history.append(event)
         current = memberships.setdefault(event.lead_id, set())
+        check_depths(tenant, deltas, current, folded_before, fold(history), state.clock)
         for delta in deltas:
             assert (delta.action == "added") != (delta.list_id in current)
             (current.add if delta.action == "added" else current.discard)(delta.list_id)
@@ -167,8 +206,10 @@ def test_processor_converges_for_any_order_and_duplicates(doc, events, later):
         assert set(state.members) == expected == current
     for lead, state in states.items():
         moment = state.clock + later
+        members_before = set(state.members)
         deltas = processor.on_timer(state, "t1", lead, moment)
         assert set(state.members) == evaluate_tenant(tenant, fold(seen[lead]), moment)
+        check_depths(tenant, deltas, members_before, fold(seen[lead]), None, None)
         if twin:
             assert twin.on_timer(twins[lead], "t1", lead, moment) == deltas
             assert twins[lead].to_dict() == state.to_dict()
@@ -230,3 +271,51 @@ def test_both_c_sha256_paths_give_hashlib_digests():
         assert done.returncode == 0, done.stderr
         paths.add(done.stdout.strip())
     assert "c" in paths
+
+
+_DEPTH_DOC = {"tenants": ["t1"], "lists": [
+    {"tenant_id": "t1", "list_id": "A", "rules": {"field": "x", "op": "eq", "value": 1}},
+    {"tenant_id": "t1", "list_id": "C", "rules": {"field": "y", "op": "eq", "value": 1}},
+    {"tenant_id": "t1", "list_id": "A1", "rules": {"list": "C"}},
+    # its own criteria hold all along: it joins through A
+    {"tenant_id": "t1", "list_id": "B", "rules": {"all": [
+        {"list": "A"}, {"not": {"field": "s", "op": "eq", "value": 9}}]}},
+    # z changes with A, but only w = 1 lets z's change count
+    {"tenant_id": "t1", "list_id": "B2", "rules": {"any": [
+        {"all": [{"field": "z", "op": "eq", "value": 1},
+                 {"field": "w", "op": "eq", "value": 1}]}, {"list": "A"}]}},
+    # A's change cannot mark it while A1 is false, yet A is its shallowest change
+    {"tenant_id": "t1", "list_id": "B3", "rules": {"all": [{"list": "A1"}, {"list": "A"}]}},
+]}
+
+
+@pytest.mark.parametrize("native", BACKENDS)
+@pytest.mark.parametrize("earlier, final, depths", [
+    ({"x": 0, "y": 0, "z": 0}, {"x": 1, "y": 1, "z": 1},
+     {"A": 0, "C": 0, "A1": 1, "B": 1, "B2": 1, "B3": 1}),
+    ({"x": 0, "y": 0, "z": 0, "w": 1}, {"x": 1, "y": 1, "z": 1, "w": 1},
+     {"A": 0, "C": 0, "A1": 1, "B": 1, "B2": 0, "B3": 1}),
+])
+def test_an_existing_and_a_new_lead_get_the_same_depths(native, earlier, final, depths):
+    """The depth of a delta does not depend on the path that found it: an existing lead's
+    incremental evaluation and a new lead's full one give the same depths for the same
+    change, and the reference's."""
+    from schemas.records import ChangeEvent
+    from tests.strategies import BASE
+    definitions = parse_definitions(_DEPTH_DOC)
+    processor = LeadProcessor(definitions, native)
+    existing, new = LeadState(), LeadState()
+    outcome, deltas = processor.on_event(
+        existing, ChangeEvent("e1", "t1", "L1", "lead_upserted", BASE, fields=earlier))
+    assert outcome == "applied" and not deltas, "in no list before the change"
+    _, changed = processor.on_event(
+        existing, ChangeEvent("e2", "t1", "L1", "lead_upserted", BASE + 1, fields=final))
+    _, created = processor.on_event(
+        new, ChangeEvent("e2", "t1", "L2", "lead_upserted", BASE + 1, fields=final))
+    for found in (changed, created):
+        assert {d.list_id: d.cascade_depth for d in found} == depths
+        assert all(d.action == "added" for d in found)
+    tenant = definitions.tenants["t1"]
+    profile = fold([ChangeEvent("e2", "t1", "L2", "lead_upserted", BASE + 1, fields=final)])
+    assert dict((lid, d) for lid, _, d in deltas_between(tenant, set(), profile, BASE + 1)) \
+        == depths

@@ -101,6 +101,25 @@ def test_list_references_must_stay_inside_the_tenant():
     assert empty_call(tenant([1, n.OP_NOT, 5, n.OP_LIST, 3, 0])) == {"a"}
 
 
+def test_evaluate_list_reads_the_watch_it_is_given_and_leaves_it():
+    """What a cascade depth is worked out with: one list over other memberships."""
+    n = native()
+    t = tenant([1, n.OP_EMPTY, 3, 0, 1, n.OP_NOT, 5, n.OP_LIST, 3, 0], starts=(0, 4),
+               order=("a", "b"), rev=(None, None))
+    watch = bytearray(b"\xff\xff")
+    assert t.evaluate_list(view(t), set(), set(), {}, watch, 1, 0) == 0
+    assert watch == bytearray(b"\xff\xff")
+    assert t.evaluate_list(view(t), set(), set(), {}, bytearray(2), 1, 0) == 255
+    with pytest.raises(IndexError):
+        t.evaluate_list(view(t), set(), set(), {}, watch, 2, 0)
+    with pytest.raises(TypeError):
+        t.evaluate_list(view(t), set(), set(), {}, watch, "1", 0)
+    with pytest.raises(TypeError):
+        t.evaluate_list(view(t), set(), set(), {}, watch, 1)
+    with pytest.raises(ValueError):
+        t.evaluate_list(view(t), set(), set(), {}, bytearray(1), 1, 0)
+
+
 @settings(max_examples=1000, deadline=None)
 @given(words=st.lists(st.integers(-3, 40), max_size=24), start=st.integers(-2, 30))
 def test_random_words_never_crash(words, start):
