@@ -31,6 +31,9 @@ class DynListsOptions(PipelineOptions):
                            help="streaming: projects/P/subscriptions/S of control messages "
                                 "(sweeps); default: one the launcher creates beside the "
                                 "events subscription, on the topic <events topic>-control")
+        group.add_argument("--drain_timeout_seconds", type=float, default=300.0,
+                           help="streaming: how long SIGTERM/Ctrl-C waits for the job to "
+                                "drain before it cancels it")
         group.add_argument("--definitions_refresh_seconds", type=float, default=60.0,
                            help="streaming: how often the definition file is re-read")
         group.add_argument("--pubsub_reader", default="auto", choices=("auto", "native", "pull"),

@@ -93,29 +93,70 @@ def run_stream(argv):
     reader = reader_for(options.view_as(StandardOptions).runner, ours.pubsub_reader)
     build_stream(pipeline, subscription, ours.lists, ours.definitions_refresh_seconds,
                  ours.sink, resume, reader, control)
+    from transforms.pubsub import DRAINING, drain_direct_reads
+    DRAINING.clear()
+    drain_direct_reads()
     result = pipeline.run()
     stop = threading.Event()
     watcher = threading.Thread(target=_watch_definitions, daemon=True, args=(
         stop, ours.lists, doc.version, ours.sink, control_topic,
         ours.definitions_refresh_seconds))
     watcher.start()
+    return _run_until_drained(result, stop, definitions.version, ours.drain_timeout_seconds)
 
-    def cancel(*_):
+
+def _run_until_drained(result, stop, version, drain_timeout):
+    """Wait for the job; the first SIGTERM or Ctrl-C drains it (the readers stop
+    pulling, what is in flight is evaluated, written and acknowledged, the job ends:
+    exit 0), a second one, or a drain longer than `drain_timeout` seconds, cancels it
+    (exit 130)."""
+    from transforms.pubsub import DRAINING
+    drained = threading.Event()
+
+    def on_signal(signum, _frame):
         stop.set()
-        try:
-            result.cancel()
-        except Exception:  # noqa: BLE001 - a runner that cannot cancel just stops
-            pass
+        if not DRAINING.is_set():
+            DRAINING.set()
+            print(f"draining ({signal.Signals(signum).name}): no more messages are "
+                  "pulled; finishing what is in flight (again to cancel)",
+                  file=sys.stderr)
+            threading.Thread(target=_cancel_after, daemon=True,
+                             args=(result, drained, drain_timeout)).start()
+            return
+        _cancel(result)
         raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, cancel)
-    print(f"streaming job running on definitions {definitions.version}; Ctrl-C stops it",
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"streaming job running on definitions {version}; Ctrl-C drains and stops it",
           file=sys.stderr)
     try:
         result.wait_until_finish()
     except KeyboardInterrupt:
+        return 130
+    finally:
+        drained.set()
         stop.set()
+    if DRAINING.is_set() and str(result.state).endswith("DONE"):
+        print("drained: every message pulled was evaluated, written and acknowledged",
+              file=sys.stderr)
+        return 0
+    if DRAINING.is_set():
+        print(f"the job ended in state {result.state} while draining", file=sys.stderr)
         return 130
     return 0
+
+
+def _cancel(result):
+    try:
+        result.cancel()
+    except Exception:  # noqa: BLE001 - a runner that cannot cancel just stops
+        pass
+
+
+def _cancel_after(result, drained, seconds):
+    if not drained.wait(seconds):
+        print(f"the drain took longer than {seconds:g} s: cancelling", file=sys.stderr)
+        _cancel(result)
 
 
 def _watch_definitions(stop, path, version, sink, control_topic, refresh):

@@ -372,3 +372,91 @@ def test_the_control_plane_cannot_be_forged(tmp_path, pubsub_emulator):
     assert members_of(str(db)) == before | {("acme", "all", "L1"), ("acme", "all", "L2")}
     assert followed() == {version2}
     deltas_alternate(str(db))
+
+
+def outstanding(topic):
+    """(event ids, payloads) of the messages the job's subscription would deliver now:
+    never acknowledged, or never delivered. They are taken off it; the caller publishes
+    the payloads again for the next job."""
+    from google.api_core import exceptions
+    from google.cloud import pubsub_v1
+
+    from pipeline import pubsub
+    subscription = pubsub.ensure_subscription(topic)
+    subscriber = pubsub_v1.SubscriberClient()
+    ids, payloads = set(), []
+    try:
+        while True:
+            try:
+                response = subscriber.pull(request={"subscription": subscription,
+                                                    "max_messages": 1000}, timeout=10)
+            except exceptions.DeadlineExceeded:
+                break
+            if not response.received_messages:
+                break
+            for item in response.received_messages:
+                payloads.append(item.message.data)
+                try:
+                    ids.add(json.loads(item.message.data)["event_id"])
+                except (ValueError, KeyError, TypeError):
+                    pass
+            subscriber.acknowledge(request={
+                "subscription": subscription,
+                "ack_ids": [item.ack_id for item in response.received_messages]})
+    finally:
+        subscriber.close()
+    return ids, payloads
+
+
+def written_event_ids(db_path):
+    """Ids of the events the sink's profiles say were applied (each lead's seen ids)."""
+    rows = sqlite3.connect(db_path).execute("SELECT state FROM lead_profiles")
+    return {eid for (state,) in rows for eid in json.loads(state)["seen"]}
+
+
+@pytest.mark.parametrize("runner", parts.RUNNERS)
+def test_sigterm_drains_the_job_and_a_restart_goes_on(tmp_path, pubsub_emulator, request,
+                                                      runner):
+    """SIGTERM mid-stream: the job stops pulling, finishes, writes and acknowledges what
+    it holds, and exits 0; nothing it wrote is delivered again, and a restart completes
+    the memberships with no delta repeated."""
+    _, definitions, events, _, _ = sample_events()
+    from tests.helpers import event_json
+    unique = {e.event_id: e for e in events}  # one message per event: ids tell them apart
+    (tmp_path / "events.jsonl").write_text("".join(
+        event_json(e) + "\n" for e in sorted(unique.values(), key=lambda e: e.occurred_at)))
+    topic = topic_name()
+    db = tmp_path / "stream.db"
+    sink = f"sqlite:///{db}"
+    job = Job(tmp_path, topic, sink, name="drained", runner=runner_args(request, runner))
+    publisher = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "publish", "--events", str(tmp_path / "events.jsonl"),
+         "--topic", topic, "--rate", "40"], cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        count = lambda: sqlite3.connect(str(db), timeout=30).execute(  # noqa: E731
+            "SELECT COUNT(*) FROM lead_profiles").fetchone()[0] if os.path.exists(db) else 0
+        wait_for(lambda: count() >= 5, 240, "the first profiles", job)
+        job.process.send_signal(signal.SIGTERM)  # the launcher only: a user's Ctrl-C
+        assert job.process.wait(timeout=240) == 0, open(job.log.name).read()[-3000:]
+        assert "drained" in open(job.log.name).read()
+        assert publisher.wait(timeout=240) == 0
+    finally:
+        job.kill()
+        if publisher.poll() is None:
+            publisher.kill()
+    written = written_event_ids(str(db))
+    assert written and len(written) < len(unique), "drained mid-stream"
+    time.sleep(ACK_DEADLINE_S + 2)  # what the job pulled and did not acknowledge is back
+    waiting, payloads = outstanding(topic)
+    assert not written & waiting, "applied events were delivered again"
+    assert set(unique) <= written | waiting, "events were lost"
+    from pipeline import pubsub
+    pubsub.publish(topic, [(data, None) for data in payloads])
+    job = Job(tmp_path, topic, sink, name="restarted", runner=runner_args(request, runner))
+    try:
+        expected = expected_memberships(definitions, events, int(time.time() * 1e6))
+        wait_for(lambda: members_of(str(db)) == expected, 240, "all memberships", job)
+    finally:
+        job.kill()
+    deltas_alternate(str(db))

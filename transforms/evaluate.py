@@ -30,6 +30,7 @@ from storage import shared_store
 from storage.rows import profile_row, state_from_row
 from transforms import coders  # noqa: F401 - registers the event coder
 from transforms.definitions import NAMESPACE, shared_cache
+from transforms.pubsub import DRAINING
 
 DELTAS = "deltas"
 PROFILES = "profiles"
@@ -152,6 +153,10 @@ class Deferred(typing.NamedTuple):
 
 
 DEFER_RETRY_US = 10_000_000  # how soon a deferred lead tries again
+# A timer that fires this far ahead of the wall clock was not reached by time passing:
+# a drain moved the watermark to the end of time (the flip belongs to the job that
+# resumes from the sink, at the lead's next event or sweep).
+AHEAD_OF_CLOCK_US = 5 * 60 * 1_000_000
 DEFER_RETRIES = 360          # then it waits for its next event (an hour of retries)
 
 
@@ -184,6 +189,7 @@ class StatefulLeadFn(beam.DoFn):
         self.sweeps = Metrics.counter(NAMESPACE, "sweeps")
         self.expired = Metrics.counter(NAMESPACE, "leads_expired")
         self.deferred = Metrics.counter(NAMESPACE, "events_deferred")
+        self.held = Metrics.counter(NAMESPACE, "timers_held_at_drain")
 
     def setup(self):
         self.cache = shared_cache(self.lists_path, self.refresh)
@@ -213,11 +219,13 @@ class StatefulLeadFn(beam.DoFn):
             return
         if isinstance(item, Sweep):
             if state is None:
-                return  # a lead nobody knows has nothing to bring in line
+                # a lead nobody knows has nothing to bring in line
+                return
             self.sweeps.inc()
             processor = self.cache.for_sweep(item.version)
             if processor is None or processor.behind(state):
-                return  # not a version of our source, or older than the lead's
+                # not a version of our source, or older than the lead's
+                return
             deltas = processor.on_definitions(state, tenant, lead_id)
             self.counters.count({}, deltas, 0, 0)
             yield from self._finish(tenant, lead_id, state, deltas, lead, flip, expiry)
@@ -285,6 +293,12 @@ class StatefulLeadFn(beam.DoFn):
         if isinstance(state, Deferred):
             yield from self._retry(key, state, None, lead, flip, expiry)
             return
+        ahead = when.micros - now_us()
+        if ahead > AHEAD_OF_CLOCK_US or (ahead > 0 and DRAINING.is_set()):
+            # not due: the job is draining; flipping now would put the lead out of its
+            # lists before its time
+            self.held.inc()
+            return
         processor = self.cache.catch_up(state)
         if processor is None:  # the flip waits too: its timer is set again on catching up
             self._defer(Deferred(state), lead, flip)
@@ -330,7 +344,8 @@ class EvaluateLeadsStreaming(beam.PTransform):
                  | "EventTime" >> beam.Map(_event_time)
                  | "KeyByLead" >> KeyByLead())
         if self.sweeps is not None:
-            keyed = (keyed, self.sweeps) | "WithSweeps" >> beam.Flatten()
+            keyed = (keyed, self.sweeps) | "WithSweeps" >> beam.Flatten().with_output_types(
+                typing.Tuple[str, typing.Any])
         # a str key hint gives the state a deterministic key coder
         return keyed | "Evaluate" >> beam.ParDo(self.fn).with_input_types(
             typing.Tuple[str, typing.Any]).with_outputs(PROFILES, DEAD_LETTERS, main=DELTAS)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 import time
 import typing
 
@@ -38,6 +39,31 @@ CONTROL_ATTRIBUTE = "dynlists_control"
 SWEEPS = "sweeps"
 DEAD_LETTERS = "dead_letters"
 MAX_SWEEP_LEADS = 10_000  # leads one sweep message may name (the launcher sends 500)
+
+# Set when the job in this process drains (pipeline/stream.py): the readers pull no
+# more and finish, so the runner completes and acknowledges what is in flight. Workers
+# in the launcher's process (the direct runner, LOOPBACK) see it.
+DRAINING = threading.Event()
+
+
+def drain_direct_reads():
+    """Make the direct runner's own Pub/Sub read honour DRAINING: once set, it pulls no
+    more and reports itself done (no more work, watermark at the end of time), so the
+    runner finishes the messages it already pulled and completes. The direct runner
+    has no drain of its own; this is its read evaluator, pinned with Beam's version."""
+    from apache_beam.runners.direct import transform_evaluator as evaluators
+    from apache_beam.utils.timestamp import MAX_TIMESTAMP
+    reader = evaluators._PubSubReadEvaluator  # noqa: SLF001
+    if getattr(reader, "_drains", False):
+        return
+    finish = reader.finish_bundle
+
+    def finish_bundle(self):
+        if DRAINING.is_set():
+            return evaluators.TransformResult(self, [], [], None, {None: MAX_TIMESTAMP})
+        return finish(self)
+    reader.finish_bundle = finish_bundle
+    reader._drains = True  # noqa: SLF001
 
 
 def sweep_message(version, leads):
@@ -250,6 +276,12 @@ class PullMessages(beam.DoFn):
                 watermark=beam.DoFn.WatermarkEstimatorParam(
                     ManualWatermarkEstimator.default_provider())):
         from google.api_core import exceptions
+        if DRAINING.is_set():
+            # the job drains: claim the rest, so the reader is done and the runner
+            # completes (finalizing, so acknowledging, every bundle it has)
+            tracker.try_claim(tracker.current_restriction().stop - 1)
+            finalizer.register(_nothing)
+            return
         if not tracker.try_claim(tracker.current_restriction().start):
             return
         try:
