@@ -760,6 +760,10 @@ Tenant_dealloc(TenantObject *self)
 {
     PyMem_Free(self->code);
     PyMem_Free(self->start);
+    /* before consts goes: its size counts in_kids, and this may be its last reference */
+    if (self->in_kids != NULL)
+        for (Py_ssize_t c = 0; c < PyTuple_GET_SIZE(self->consts); c++)
+            PyMem_Free(self->in_kids[c]);
     Py_XDECREF(self->consts);
     Py_XDECREF(self->order);
     Py_XDECREF(self->rev);
@@ -775,9 +779,6 @@ Tenant_dealloc(TenantObject *self)
     PyMem_Free(self->time);
     Py_XDECREF(self->key_ids);
     PyMem_Free(self->kid_of);
-    if (self->in_kids != NULL)
-        for (Py_ssize_t c = 0; c < PyTuple_GET_SIZE(self->consts); c++)
-            PyMem_Free(self->in_kids[c]);
     PyMem_Free(self->in_kids);
     PyMem_Free(self->in_len);
     Py_TYPE(self)->tp_free((PyObject *)self);

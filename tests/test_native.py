@@ -471,3 +471,17 @@ def test_the_c_merge_keeps_a_versions_dict_out_of_the_collectors_way():
     odd = (6, ["not", "atomic"])
     native().merge_fields(values, versions, {"a": 2}, odd, {})
     assert gc.is_tracked(odd) and versions["a"] is odd
+
+
+def test_a_tenant_holding_the_last_reference_to_its_constants_is_freed_cleanly():
+    """Freeing a tenant read its constant tuple's size after letting go of the tuple. A
+    tuple longer than CPython keeps on its free lists, held by the tenant alone, is
+    really freed there: the sanitized build (tools/sanitize.sh) reports the read."""
+    import sys
+    n = native()
+    consts = tuple(["f"] + [f"key-{k}" for k in range(40)])
+    t = n.Tenant(array("q", [1, n.OP_EMPTY, 3, 0]).tobytes(), [0], consts, ("a",), (None,))
+    assert sys.getrefcount(consts) == 3  # here, the tenant's and the call's: one is held
+    del consts
+    assert empty_call(t) == {"a"}
+    del t
