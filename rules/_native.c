@@ -321,20 +321,64 @@ constant(const Ctx *ctx, int64_t index)
 
 /* Regex results, remembered: the same texts (titles, domains) come back across leads and
  * evaluations, and a search is the costliest predicate. Direct-mapped on (search, text),
- * holding references to both, so that a hit can never be a reused address. */
+ * holding references to both, so that a hit can never be a reused address.
+ * Bounded by bytes as well as by slots: a field holds up to 1 MiB, so 4,096 texts could
+ * keep 4 GiB alive. The texts held count against MEMO_BYTES (past it, slots give way in
+ * turn round the table), and a text over MEMO_TEXT_MAX is searched every time instead: such
+ * texts are rare, and a search over that much text costs more than a lookup saves. */
 #define MEMO_SIZE 4096
+#define MEMO_BYTES ((size_t)32 << 20)
+#define MEMO_TEXT_MAX ((size_t)64 << 10)
 typedef struct {
     PyObject *search, *text;
+    size_t bytes;  /* what the text counts against MEMO_BYTES */
     int value;
 } Memo;
 static Memo memo[MEMO_SIZE];
+static size_t memo_bytes;  /* of the texts held */
+static size_t memo_hand;   /* the next slot to give up for room */
+
+/* About the memory a str takes: its characters (with the terminating one) and header. */
+static size_t
+text_bytes(PyObject *text)
+{
+    return ((size_t)PyUnicode_GET_LENGTH(text) + 1) * PyUnicode_KIND(text) +
+        sizeof(PyCompactUnicodeObject);
+}
+
+/* Empties a slot; its references go last, as releasing them may run code (a search
+ * callable's finalizer) that uses the memo. */
+static void
+memo_drop(Memo *m)
+{
+    PyObject *search = m->search, *text = m->text;
+    memo_bytes -= m->bytes;
+    m->search = m->text = NULL;
+    m->bytes = 0;
+    Py_XDECREF(search);
+    Py_XDECREF(text);
+}
+
+/* Drops other slots, in turn round the table, until the texts held fit the budget;
+ * bounded in steps, since a drop may run code that fills slots again. */
+static void
+memo_make_room(const Memo *keep)
+{
+    for (int step = 0; memo_bytes > MEMO_BYTES && step < 2 * MEMO_SIZE; step++) {
+        Memo *m = &memo[memo_hand];
+        memo_hand = (memo_hand + 1) & (MEMO_SIZE - 1);
+        if (m != keep && m->text != NULL)
+            memo_drop(m);
+    }
+}
 
 /* Whether search(text) finds a match; -1 on error. */
 static int
 regex_search(PyObject *search, PyObject *text)
 {
     Memo *m = NULL;
-    if (PyUnicode_CheckExact(text)) {
+    size_t bytes = 0;
+    if (PyUnicode_CheckExact(text) && (bytes = text_bytes(text)) <= MEMO_TEXT_MAX) {
         Py_hash_t hash = PyObject_Hash(text);  /* an exact str: cached, runs no code */
         if (hash == -1)
             return -1;
@@ -356,13 +400,26 @@ regex_search(PyObject *search, PyObject *text)
         PyObject *old_search = m->search, *old_text = m->text;
         Py_INCREF(search);
         Py_INCREF(text);
+        memo_bytes = memo_bytes - m->bytes + bytes;
         m->search = search;
         m->text = text;
+        m->bytes = bytes;
         m->value = value;
         Py_XDECREF(old_search);
         Py_XDECREF(old_text);
+        memo_make_room(m);
     }
     return value;
+}
+
+/* regex_memo() -> (texts held, their bytes): for the tests of the memo's bounds */
+static PyObject *
+native_regex_memo(PyObject *module, PyObject *unused)
+{
+    Py_ssize_t held = 0;
+    for (size_t k = 0; k < MEMO_SIZE; k++)
+        held += memo[k].text != NULL;
+    return Py_BuildValue("nn", held, (Py_ssize_t)memo_bytes);
 }
 
 /* A string operator's value on case-folded text; -1 on error. */
@@ -3628,6 +3685,8 @@ static PyMethodDef module_methods[] = {
      "record(found, members, tenant, lead, when, cause, seq, salt, Delta) -> (deltas, seq)"},
     {"delta_id", (PyCFunction)(void (*)(void))native_delta_id, METH_FASTCALL,
      "delta_id(tenant, lead, list_id, action, cause, salt) -> the id make_delta gives"},
+    {"regex_memo", native_regex_memo, METH_NOARGS,
+     "regex_memo() -> (texts held, their bytes) of the regex results remembered"},
     {NULL}
 };
 
@@ -3680,6 +3739,9 @@ PyInit__native(void)
     OPCODE(OP_CONTAINS); OPCODE(OP_NOT_CONTAINS); OPCODE(OP_STARTS); OPCODE(OP_ENDS);
     OPCODE(OP_MATCHES); OPCODE(OP_TAG); OPCODE(OP_LIST); OPCODE(OP_STATIC); OPCODE(OP_ACT);
 #undef OPCODE
+    if (PyModule_AddIntConstant(module, "REGEX_MEMO_BYTES", (long)MEMO_BYTES) < 0 ||
+        PyModule_AddIntConstant(module, "REGEX_MEMO_TEXT_MAX", (long)MEMO_TEXT_MAX) < 0)
+        goto fail;
     return module;
 fail:
     Py_DECREF(module);

@@ -485,3 +485,48 @@ def test_a_tenant_holding_the_last_reference_to_its_constants_is_freed_cleanly()
     del consts
     assert empty_call(t) == {"a"}
     del t
+
+
+def test_the_regex_memo_is_bounded_by_bytes():
+    """Fields hold texts of up to 1 MiB: the memo holds no more than REGEX_MEMO_BYTES of
+    them however many it meets, never holds one over REGEX_MEMO_TEXT_MAX, and every
+    answer is search()'s own, remembered, given way or never held."""
+    import re
+    n = native()
+    pattern = re.compile("needle")
+    calls = []
+
+    def search(text):
+        calls.append(text)
+        return pattern.search(text)
+
+    t = tenant([1, n.OP_MATCHES, 4, 0, 1], consts=("f", search))
+
+    def matches(text):
+        watch = bytearray(1)
+        members = t.evaluate_all(view(t, {"f": text}), set(), set(), {}, watch, 0)
+        assert (members == {"a"}) == (watch[0] == 255)
+        return members == {"a"}
+
+    budget, most = n.REGEX_MEMO_BYTES, n.REGEX_MEMO_TEXT_MAX
+    for text in ("a needle", "a pin"):
+        found = matches(text)
+        calls.clear()
+        assert matches(text) == found == (text == "a needle") and calls == []  # remembered
+
+    def large(k):  # just under the text limit, distinct, every other one a match
+        return f"{k:06d}" + ("needle" if k % 2 else "thread") + "x" * (most - 200)
+
+    count = 3 * budget // most
+    for k in range(count):
+        assert matches(large(k)) == bool(k % 2)
+        held, size = n.regex_memo()
+        assert size <= budget, (k, held, size)
+    assert size > budget // 2  # the budget is used, not just kept clear
+    assert [matches(large(k)) for k in range(4)] == [False, True, False, True]
+
+    before = n.regex_memo()
+    for text in ("needle" + "y" * 2 * most, "€" * (most // 2)):  # over the limit in bytes
+        calls.clear()
+        assert [matches(text), matches(text)] == [search(text) is not None] * 2
+        assert len(calls) == 3 and n.regex_memo() == before  # searched each time, not held
