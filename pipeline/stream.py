@@ -93,25 +93,41 @@ def run_stream(argv):
     reader = reader_for(options.view_as(StandardOptions).runner, ours.pubsub_reader)
     build_stream(pipeline, subscription, ours.lists, ours.definitions_refresh_seconds,
                  ours.sink, resume, reader, control)
-    from transforms.pubsub import DRAINING, drain_direct_reads
+    from transforms.pubsub import (DRAIN_FINISHES_READS, DRAINING, drain_direct_reads,
+                                   runner_name)
     DRAINING.clear()
     drain_direct_reads()
+    # Flink's streaming jobs do not end when their sources do: there the launcher
+    # cancels the job once everything pulled is acknowledged
+    by_acks = runner_name(options.view_as(StandardOptions).runner) in (
+        "FlinkRunner", "PortableRunner")
+    if by_acks:
+        DRAIN_FINISHES_READS.clear()
+    else:
+        DRAIN_FINISHES_READS.set()
     result = pipeline.run()
     stop = threading.Event()
     watcher = threading.Thread(target=_watch_definitions, daemon=True, args=(
         stop, ours.lists, doc.version, ours.sink, control_topic,
         ours.definitions_refresh_seconds))
     watcher.start()
-    return _run_until_drained(result, stop, definitions.version, ours.drain_timeout_seconds)
+    return _run_until_drained(result, stop, definitions.version, ours.drain_timeout_seconds,
+                              by_acks)
 
 
-def _run_until_drained(result, stop, version, drain_timeout):
+ACKED_SETTLE_S = 2.0  # nothing unacknowledged for this long: the drain by acks is done
+
+
+def _run_until_drained(result, stop, version, drain_timeout, by_acks=False):
     """Wait for the job; the first SIGTERM or Ctrl-C drains it (the readers stop
     pulling, what is in flight is evaluated, written and acknowledged, the job ends:
     exit 0), a second one, or a drain longer than `drain_timeout` seconds, cancels it
-    (exit 130)."""
+    (exit 130). `by_acks`: the job does not end by itself; it is cancelled once every
+    batch pulled is acknowledged (an acknowledgement follows the checkpoint that holds
+    the batch's results, sink writes included)."""
     from transforms.pubsub import DRAINING
     drained = threading.Event()
+    acked = threading.Event()
 
     def on_signal(signum, _frame):
         stop.set()
@@ -122,6 +138,9 @@ def _run_until_drained(result, stop, version, drain_timeout):
                   file=sys.stderr)
             threading.Thread(target=_cancel_after, daemon=True,
                              args=(result, drained, drain_timeout)).start()
+            if by_acks:
+                threading.Thread(target=_cancel_when_acknowledged, daemon=True,
+                                 args=(result, drained, acked)).start()
             return
         _cancel(result)
         raise KeyboardInterrupt
@@ -133,10 +152,13 @@ def _run_until_drained(result, stop, version, drain_timeout):
         result.wait_until_finish()
     except KeyboardInterrupt:
         return 130
+    except RuntimeError:  # portable runners raise for a cancelled job
+        if not acked.is_set():
+            raise
     finally:
         drained.set()
         stop.set()
-    if DRAINING.is_set() and str(result.state).endswith("DONE"):
+    if DRAINING.is_set() and (acked.is_set() or str(result.state).endswith("DONE")):
         print("drained: every message pulled was evaluated, written and acknowledged",
               file=sys.stderr)
         return 0
@@ -151,6 +173,20 @@ def _cancel(result):
         result.cancel()
     except Exception:  # noqa: BLE001 - a runner that cannot cancel just stops
         pass
+
+
+def _cancel_when_acknowledged(result, drained, acked):
+    from transforms.pubsub import unacknowledged
+    settled = None
+    while not drained.wait(0.2):
+        if unacknowledged() > 0:
+            settled = None
+        elif settled is None:
+            settled = time.monotonic()
+        elif time.monotonic() - settled >= ACKED_SETTLE_S:
+            acked.set()
+            _cancel(result)
+            return
 
 
 def _cancel_after(result, drained, seconds):

@@ -41,9 +41,25 @@ DEAD_LETTERS = "dead_letters"
 MAX_SWEEP_LEADS = 10_000  # leads one sweep message may name (the launcher sends 500)
 
 # Set when the job in this process drains (pipeline/stream.py): the readers pull no
-# more and finish, so the runner completes and acknowledges what is in flight. Workers
-# in the launcher's process (the direct runner, LOOPBACK) see it.
+# more and, where the runner then completes (the direct runner, Prism), finish, so the
+# runner evaluates and acknowledges what is in flight. On Flink, whose streaming jobs do
+# not end when their sources do, the pull reader only stops pulling, and the launcher
+# cancels the job once every batch it pulled is acknowledged (`unacknowledged()`).
+# Workers in the launcher's process (the direct runner, LOOPBACK) see these.
 DRAINING = threading.Event()
+DRAIN_FINISHES_READS = threading.Event()
+_UNACKED = [0]  # batches pulled in this process and not yet acknowledged
+_UNACKED_LOCK = threading.Lock()
+
+
+def unacknowledged():
+    """How many batches the pull readers of this process hold unacknowledged."""
+    return _UNACKED[0]
+
+
+def _count_unacked(delta):
+    with _UNACKED_LOCK:
+        _UNACKED[0] += delta
 
 
 def drain_direct_reads():
@@ -276,13 +292,17 @@ class PullMessages(beam.DoFn):
                 watermark=beam.DoFn.WatermarkEstimatorParam(
                     ManualWatermarkEstimator.default_provider())):
         from google.api_core import exceptions
-        if DRAINING.is_set():
+        if DRAINING.is_set() and DRAIN_FINISHES_READS.is_set():
             # the job drains: claim the rest, so the reader is done and the runner
             # completes (finalizing, so acknowledging, every bundle it has)
             tracker.try_claim(tracker.current_restriction().stop - 1)
             finalizer.register(_nothing)
             return
         if not tracker.try_claim(tracker.current_restriction().start):
+            return
+        if DRAINING.is_set():  # the job drains: pull no more, finalize what was pulled
+            finalizer.register(_nothing)
+            tracker.defer_remainder(Duration(seconds=self.idle_resume_s))
             return
         try:
             # no client-side retries: they would hold the bundle for up to a minute;
@@ -321,6 +341,7 @@ class PullMessages(beam.DoFn):
             yield TimestampedValue(PubsubMessage(pulled.data, dict(pulled.attributes),
                                                  message_id=pulled.message_id), stamp)
         self._advance(watermark, oldest)
+        _count_unacked(1)
         finalizer.register(functools.partial(self._ack, subscription, ack_ids))
         # one pull per bundle: what was pulled moves on (and is acknowledged) right away
         tracker.defer_remainder()
@@ -332,4 +353,8 @@ class PullMessages(beam.DoFn):
             watermark.set_watermark(moment)
 
     def _ack(self, subscription, ack_ids):
-        self.client.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids})
+        try:
+            self.client.acknowledge(request={"subscription": subscription,
+                                             "ack_ids": ack_ids})
+        finally:
+            _count_unacked(-1)
