@@ -196,7 +196,7 @@ class LeadState:
         state.defs_changes = data.get("defs_changes", 0)
         state.defs_order = data.get("defs_order")
         watch = data.get("watch")
-        state.watch = bytearray.fromhex(watch) if watch else None
+        state.watch = bytearray.fromhex(watch) if watch is not None else None
         state._reset_derived()
         return state
 

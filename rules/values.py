@@ -26,6 +26,7 @@ _FIRST_US = (datetime(1, 1, 1, tzinfo=timezone.utc) - _EPOCH) // timedelta(micro
 _LAST_US = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc) - _EPOCH) \
     // timedelta(microseconds=1)
 _FIRST_DAY, _LAST_DAY = _FIRST_US // DAY_US, _LAST_US // DAY_US
+LAST_US = _LAST_US  # the last instant an event can carry
 
 
 def canon(value):

@@ -381,3 +381,34 @@ def test_any_hand_over_between_workers_moves_a_lead_forward_only():
         check()
     finally:
         module.FORCED_READ_GAP_S = saved
+
+
+def test_a_window_closing_after_the_year_9999_sets_no_timer():
+    """An activity near the last instant an event can carry, in a 7-day window: the
+    window would close in the year 10000, which no event or row can hold."""
+    from transforms.evaluate import StatefulLeadFn
+    from rules.values import parse_timestamp
+    fn = StatefulLeadFn("unused.json", 60)
+    weekly = processor([dict(OPENED, rules={"activity": "email_open", "within_days": 7})])
+    fn.cache = type("Cache", (), {"current": lambda self: weekly,
+                                  "catch_up": lambda self, state: weekly})()
+    fn.resume_from = None
+    late = parse_timestamp("9999-12-30T00:00:00Z")
+    cell, flip, expiry = Cell(), Timer(), Timer()
+    deltas = outputs(fn.process(("acme/L1", ChangeEvent(
+        "e1", "acme", "L1", "activity", late, activity_kind="email_open")),
+        lead=cell, flip=flip, expiry=expiry))
+    assert [(d.list_id, d.action) for d in deltas] == [("opened", "added")]
+    assert cell.value.next_flip > late and flip.at is None
+    # a week earlier the same window closes in time, on its timer
+    cell, flip = Cell(), Timer()
+    outputs(fn.process(("acme/L2", ChangeEvent(
+        "e2", "acme", "L2", "activity", late - 7 * DAY, activity_kind="email_open")),
+        lead=cell, flip=flip, expiry=expiry))
+    assert flip.at is not None and flip.at.micros >= cell.value.next_flip
+
+
+def test_a_state_with_an_empty_watch_comes_back_as_it_was():
+    state = LeadState()
+    state.watch = bytearray()
+    assert LeadState.from_dict(state.to_dict()).watch == bytearray()

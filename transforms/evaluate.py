@@ -24,6 +24,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from rules import LeadState
 from rules.processor import NO_TENANT
+from rules.values import LAST_US
 from schemas.events import event_json
 from schemas.records import ChangeEvent, Sweep, make_dead_letter, split_lead_key
 from storage import shared_store
@@ -321,7 +322,9 @@ class StatefulLeadFn(beam.DoFn):
 
     def _finish(self, tenant, lead_id, state, deltas, lead, flip, expiry):
         lead.write(state)
-        if state.next_flip is not None:
+        # a window that closes after the last instant an event can carry (a long window
+        # on an event near 9999-12-31) never closes: no timer, no row past that year
+        if state.next_flip is not None and state.next_flip <= LAST_US:
             flip.set(_timer_time(state.next_flip))
         else:
             flip.clear()
