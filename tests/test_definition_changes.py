@@ -129,26 +129,6 @@ def test_an_event_whose_tenant_left_is_a_dead_letter_in_the_streaming_step():
 
     from transforms.evaluate import DEAD_LETTERS, PROFILES, StatefulLeadFn
 
-    class Cell:
-        def __init__(self, value=None):
-            self.value = value
-
-        def read(self):
-            return self.value
-
-        def write(self, value):
-            self.value = value
-
-        def clear(self):
-            self.value = None
-
-    class Timer:
-        def set(self, when):
-            pass
-
-        def clear(self):
-            pass
-
     with_acme, without = processor([OPENED, BETA]), processor([BETA])
     state = LeadState()
     with_acme.on_event(state, ChangeEvent("e1", "acme", "L1", "activity", T0,

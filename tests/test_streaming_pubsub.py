@@ -194,7 +194,14 @@ def test_a_killed_job_restarts_from_the_sink(tmp_path, pubsub_emulator, request,
     # the second half, and the whole history once more (re-deliveries)
     cli("publish", "--events", str(second / "*.jsonl"), "--topic", topic)
     cli("publish", "--events", str(first / "*.jsonl"), "--topic", topic)
-    job = Job(tmp_path, topic, sink, name="second-run", runner=runner_args(request, runner))
+    restart_completes(tmp_path, topic, db, definitions, events,
+                      runner_args(request, runner), "second-run")
+
+
+def restart_completes(tmp_path, topic, db, definitions, events, runner, name):
+    """A job started again on the sink reaches the reference memberships of all
+    `events`, with no delta repeated."""
+    job = Job(tmp_path, topic, f"sqlite:///{db}", name=name, runner=runner)
     try:
         expected = expected_memberships(definitions, events, int(time.time() * 1e6))
         wait_for(lambda: members_of(str(db)) == expected, 240, "all memberships", job)
@@ -453,10 +460,5 @@ def test_sigterm_drains_the_job_and_a_restart_goes_on(tmp_path, pubsub_emulator,
     assert set(unique) <= written | waiting, "events were lost"
     from pipeline import pubsub
     pubsub.publish(topic, [(data, None) for data in payloads])
-    job = Job(tmp_path, topic, sink, name="restarted", runner=runner_args(request, runner))
-    try:
-        expected = expected_memberships(definitions, events, int(time.time() * 1e6))
-        wait_for(lambda: members_of(str(db)) == expected, 240, "all memberships", job)
-    finally:
-        job.kill()
-    deltas_alternate(str(db))
+    restart_completes(tmp_path, topic, db, definitions, events,
+                      runner_args(request, runner), "restarted")

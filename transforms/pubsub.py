@@ -182,14 +182,18 @@ def reader_for(runner, choice="auto"):
     return "native" if runner_name(runner) in NATIVE_READERS else "pull"
 
 
-class ReadMessages(beam.PTransform):
-    """-> PubsubMessages of one subscription, by the runner's own source ('native') or
-    the portable pull reader ('pull')."""
+class _FromSubscription(beam.PTransform):
+    """A read of one subscription, by the runner's own source ('native') or the portable
+    pull reader ('pull')."""
 
     def __init__(self, subscription, reader="native"):
         super().__init__()
         self.subscription = subscription
         self.reader = reader
+
+
+class ReadMessages(_FromSubscription):
+    """-> PubsubMessages."""
 
     def expand(self, pbegin):
         if self.reader == "pull":
@@ -200,13 +204,8 @@ class ReadMessages(beam.PTransform):
             subscription=self.subscription, with_attributes=True)
 
 
-class ReadPubSubRecords(beam.PTransform):
+class ReadPubSubRecords(_FromSubscription):
     """Events subscription -> (source, payload) records."""
-
-    def __init__(self, subscription, reader="native"):
-        super().__init__()
-        self.subscription = subscription
-        self.reader = reader
 
     def expand(self, pbegin):
         return (pbegin
@@ -214,13 +213,8 @@ class ReadPubSubRecords(beam.PTransform):
                 | "RefuseControl" >> beam.ParDo(EventRecords(self.subscription)))
 
 
-class ReadControl(beam.PTransform):
+class ReadControl(_FromSubscription):
     """Control subscription -> keyed Sweeps (main) and dead letters ('dead_letters')."""
-
-    def __init__(self, subscription, reader="native"):
-        super().__init__()
-        self.subscription = subscription
-        self.reader = reader
 
     def expand(self, pbegin):
         return (pbegin
