@@ -392,3 +392,36 @@ def test_a_state_with_an_empty_watch_comes_back_as_it_was():
     state = LeadState()
     state.watch = bytearray()
     assert LeadState.from_dict(state.to_dict()).watch == bytearray()
+
+
+def test_events_still_waiting_when_the_job_drains_become_dead_letters(tmp_path,
+                                                                       monkeypatch):
+    from apache_beam import pvalue
+
+    import transforms.definitions as module
+    from transforms.evaluate import DEAD_LETTERS, Deferred, StatefulLeadFn
+    from transforms.pubsub import DRAINING
+    monkeypatch.setattr(module, "FORCED_READ_GAP_S", 0)
+    source = Source(tmp_path / "lists.json")
+    source.write(scored(50))
+    fn = StatefulLeadFn(str(source.path), 3600)
+    fn.cache = ProcessorCache(str(source.path), 3600)
+    fn.resume_from = None
+    fn.cache.current()
+    source.write(scored(70))
+    state = LeadState()
+    ProcessorCache(str(source.path), 0).current().on_event(state, upsert(0, 0))
+    source.write("not json")
+    cell, flip, expiry = Cell(state), Timer(), Timer()
+    outputs(fn.process(("acme/L1", upsert(1, 1)), lead=cell, flip=flip, expiry=expiry))
+    assert isinstance(cell.value, Deferred)
+    DRAINING.set()
+    try:
+        out = list(fn.on_flip(key="acme/L1", when=None, lead=cell, flip=flip, expiry=expiry))
+    finally:
+        DRAINING.clear()
+    [dead] = [o.value for o in out if isinstance(o, pvalue.TaggedOutput)
+              and o.tag == DEAD_LETTERS]
+    assert dead.reason.startswith("deferred_at_drain:")
+    assert json.loads(dead.payload)["event_id"] == "e1"
+    assert cell.value is state and flip.at is None

@@ -277,6 +277,19 @@ class StatefulLeadFn(beam.DoFn):
             yield from self._apply(key, processor, deferred.state, list(events), lead,
                                    flip, expiry)
             return
+        if item is None and DRAINING.is_set():
+            # the job ends and its state with it: the waiting events become dead letters
+            # (the event as JSON), to be published again once the definitions are good
+            for counter in self.counters.dead:
+                counter.inc(len(events))
+            for event in events:
+                yield pvalue.TaggedOutput(DEAD_LETTERS, make_dead_letter(
+                    f"lead:{key}", "deferred_at_drain: the lead follows definitions "
+                    f"{deferred.state.defs_version}, newer than this worker could read, "
+                    "when the job drained", event_json(event), now_us()))
+            lead.write(deferred.state)
+            flip.clear()
+            return
         self.deferred.inc(len(events) - len(deferred.events))
         lead.write(Deferred(deferred.state, events, retries))
         if retries < DEFER_RETRIES:
