@@ -191,6 +191,7 @@ class StatefulLeadFn(beam.DoFn):
         self.expired = Metrics.counter(NAMESPACE, "leads_expired")
         self.deferred = Metrics.counter(NAMESPACE, "events_deferred")
         self.held = Metrics.counter(NAMESPACE, "timers_held_at_drain")
+        self.dropped_at_drain = Metrics.counter(NAMESPACE, "dead_letter_deferred_at_drain")
 
     def setup(self):
         self.cache = shared_cache(self.lists_path, self.refresh)
@@ -280,8 +281,8 @@ class StatefulLeadFn(beam.DoFn):
         if item is None and DRAINING.is_set():
             # the job ends and its state with it: the waiting events become dead letters
             # (the event as JSON), to be published again once the definitions are good
-            for counter in self.counters.dead:
-                counter.inc(len(events))
+            self.counters.dead[0].inc(len(events))
+            self.dropped_at_drain.inc(len(events))
             for event in events:
                 yield pvalue.TaggedOutput(DEAD_LETTERS, make_dead_letter(
                     f"lead:{key}", "deferred_at_drain: the lead follows definitions "
