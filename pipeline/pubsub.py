@@ -6,9 +6,12 @@ emulator, the pstest fake server of the tests, or Pub/Sub itself.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
+
+from pipeline.options import UsageError
 
 _TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
 _SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
@@ -43,13 +46,47 @@ def _publisher(max_messages=1000):
     return pubsub_v1.PublisherClient(batch_settings=settings)
 
 
+ADMIN_TIMEOUT_S = 15.0
+
+
+class PubSubError(UsageError):
+    """Pub/Sub refused or could not be reached: one sentence, no traceback."""
+
+
+def _where():
+    host = os.environ.get("PUBSUB_EMULATOR_HOST")
+    return f"the emulator at {host} (PUBSUB_EMULATOR_HOST)" if host else "Pub/Sub"
+
+
+def _admin(call, what, missing=None):
+    """Run a Pub/Sub call; its errors become a PubSubError sentence. `missing`: what to
+    say when the resource is not found."""
+    from google.api_core import exceptions
+    try:
+        return call()
+    except exceptions.NotFound:
+        raise PubSubError(missing or f"{what}: not found") from None
+    except exceptions.PermissionDenied as err:
+        raise PubSubError(f"{what}: permission denied ({err.message})") from None
+    except (exceptions.ServiceUnavailable, exceptions.RetryError,
+            exceptions.DeadlineExceeded) as err:
+        reason = getattr(err, "message", None) or str(err)
+        raise PubSubError(f"cannot reach {_where()} ({what}): "
+                          f"{reason.splitlines()[0][:160]}") from None
+    except exceptions.GoogleAPICallError as err:
+        raise PubSubError(f"{what}: {err.message}") from None
+
+
 def ensure_topic(topic):
     from google.api_core.exceptions import AlreadyExists
     publisher = _publisher()
-    try:
-        publisher.create_topic(name=topic)
-    except AlreadyExists:
-        pass
+
+    def create():
+        try:
+            publisher.create_topic(name=topic, retry=None, timeout=ADMIN_TIMEOUT_S)
+        except AlreadyExists:
+            pass
+    _admin(create, f"creating topic {topic}")
 
 
 def ensure_subscription(topic, subscription=None, ack_deadline_seconds=60):
@@ -60,11 +97,18 @@ def ensure_subscription(topic, subscription=None, ack_deadline_seconds=60):
         project, name = topic.split("/")[1], topic.split("/")[3]
         subscription = f"projects/{project}/subscriptions/{name}-dynlists"
     subscriber = pubsub_v1.SubscriberClient()
+
+    def create():
+        try:
+            subscriber.create_subscription(name=subscription, topic=topic,
+                                           ack_deadline_seconds=ack_deadline_seconds,
+                                           retry=None, timeout=ADMIN_TIMEOUT_S)
+        except AlreadyExists:
+            pass
     try:
-        subscriber.create_subscription(name=subscription, topic=topic,
-                                       ack_deadline_seconds=ack_deadline_seconds)
-    except AlreadyExists:
-        pass
+        _admin(create, f"creating subscription {subscription}",
+               f"no topic {topic} to create subscription {subscription} on (publish to "
+               "it once, or create it)")
     finally:
         subscriber.close()
     return subscription
@@ -74,7 +118,10 @@ def topic_of(subscription):
     from google.cloud import pubsub_v1
     subscriber = pubsub_v1.SubscriberClient()
     try:
-        return subscriber.get_subscription(subscription=subscription).topic
+        return _admin(lambda: subscriber.get_subscription(
+            subscription=subscription, retry=None, timeout=ADMIN_TIMEOUT_S).topic,
+            f"reading subscription {subscription}",
+            f"no subscription {subscription} (create it, or pass --topic and one is made)")
     finally:
         subscriber.close()
 
@@ -129,13 +176,22 @@ def publish(topic, messages, rate=None, label="published", total=None):
         futures.append(publisher.publish(topic, data, **(attributes or {})))
         progress.update(n + 1)
         if len(futures) >= 5000:
-            for future in futures:
-                future.result(timeout=120)
+            _settle(futures, topic, progress)
             futures = []
-    for future in futures:
-        future.result(timeout=120)
+    _settle(futures, topic, progress)
     progress.close(n + 1)
     return n + 1, time.monotonic() - started
+
+
+def _settle(futures, topic, progress):
+    """Wait until Pub/Sub has taken every message (a PubSubError sentence if not)."""
+    try:
+        for future in futures:
+            _admin(lambda: future.result(timeout=120), f"publishing to {topic}",
+                   f"no topic {topic} to publish to")
+    except PubSubError:
+        sys.stderr.write("\n")  # the error's line after the progress line
+        raise
 
 
 def control_names(events_topic, events_subscription):

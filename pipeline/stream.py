@@ -252,6 +252,8 @@ def run_sweep(argv):
         parse_sink_uri(args.sink)
     except ValueError as err:
         raise _usage(err) from None
+    from pipeline.cli import usable_sink
+    usable_sink(args.sink, must_exist=True)
     _, doc = read_definitions(args.lists)
     count = sweep_leads(doc, args.sink, args.control_topic)
     print(f"asked for {count} leads to be re-evaluated against definitions {doc.version}")

@@ -462,3 +462,29 @@ def test_sigterm_drains_the_job_and_a_restart_goes_on(tmp_path, pubsub_emulator,
     pubsub.publish(topic, [(data, None) for data in payloads])
     restart_completes(tmp_path, topic, db, definitions, events,
                       runner_args(request, runner), "restarted")
+
+
+def test_pubsub_problems_are_one_line(tmp_path, pubsub_emulator):
+    """A missing subscription or topic, and an emulator nobody listens on: one line on
+    stderr, exit status 2, no traceback."""
+    db = tmp_path / "sink.db"
+    cli("backfill", "--events", EVENTS, "--lists", LISTS, "--sink", f"sqlite:///{db}")
+    cases = [
+        (["stream", "--subscription", "projects/test-project/subscriptions/missing",
+          "--lists", LISTS, "--sink", f"sqlite:///{db}"], {},
+         "no subscription projects/test-project/subscriptions/missing"),
+        (["sweep", "--control_topic", "projects/test-project/topics/missing", "--lists",
+          LISTS, "--sink", f"sqlite:///{db}"], {},
+         "no topic projects/test-project/topics/missing to publish to"),
+        (["stream", "--topic", "projects/test-project/topics/t", "--lists", LISTS,
+          "--sink", f"sqlite:///{db}"], {"PUBSUB_EMULATOR_HOST": "127.0.0.1:9"},
+         "cannot reach the emulator at 127.0.0.1:9"),
+    ]
+    for args, env, message in cases:
+        done = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **env})
+        lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert len(lines) == 1 and message in lines[0], done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
