@@ -22,7 +22,8 @@ USAGE = """usage: python -m pipeline COMMAND [options]
 commands:
   backfill --events GLOB --lists FILE --sink URI [--as_of TS] [Beam options]
   stream   --subscription projects/P/subscriptions/S --lists FILE --sink URI [Beam options]
-           (or --topic projects/P/topics/T to read through a subscription of its own)
+           (or --topic projects/P/topics/T to read through a subscription of its own;
+           sweeps from --control_subscription, default S-control; Ctrl-C drains)
   explain  --lists FILE --sink URI --tenant T --lead L [--list X] [--as_of TS]
   validate --lists FILE
   publish  --events GLOB --topic projects/P/topics/T [--rate N]
