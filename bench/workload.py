@@ -77,8 +77,11 @@ class Workload:
     """Definitions, initial leads and change events of one seeded workload."""
 
     def __init__(self, tenants=1, lists_per_tenant=1000, leads=100_000, seed=7,
-                 field_exponent=1.1, lead_exponent=1.05, chain=20, numeric_step_share=0.8):
+                 field_exponent=1.1, lead_exponent=1.05, chain=20, numeric_step_share=0.8,
+                 children=(2, 4), any_share=None):
         self.rng = random.Random(seed)
+        self.children = children
+        self.any_share = any_share
         self.numeric_step_share = numeric_step_share
         self._numbers = {}
         self.tenant_ids = [f"tenant-{i}" for i in range(tenants)]
@@ -135,7 +138,7 @@ class Workload:
     def _tree(self, refs, depth=0):
         rng = self.rng
         children = []
-        for _ in range(rng.randint(2, 4)):
+        for _ in range(rng.randint(*self.children)):
             if depth < 2 and rng.random() < 0.25:
                 children.append(self._tree(refs, depth + 1))
             else:
@@ -143,7 +146,11 @@ class Workload:
         if refs:
             children.append({"list": refs} if isinstance(refs, str)
                             else {"list": rng.choice(refs)})
-        node = {"all" if depth % 2 == 0 or rng.random() < 0.5 else "any": children}
+        if self.any_share is None:  # "all" at the top, either below
+            kind = "all" if depth % 2 == 0 or rng.random() < 0.5 else "any"
+        else:
+            kind = "any" if rng.random() < self.any_share else "all"
+        node = {kind: children}
         return {"not": node} if depth > 0 and rng.random() < 0.1 else node
 
     def _definitions(self):
