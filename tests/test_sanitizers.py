@@ -20,7 +20,7 @@ from tests.conftest import IN_CI
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "tools", "sanitize.sh")
-EXAMPLES = 100
+EXAMPLES = 50
 
 
 @pytest.fixture(autouse=True)
