@@ -87,12 +87,14 @@ def test_a_short_fuzz_run_finds_no_crash(tmp_path):
 
 
 def _rows_to_store():
-    """Deltas, a profile and a dead letter of a few events, with text beyond ASCII."""
+    """Deltas, a profile and a dead letter of a few events, with text beyond ASCII
+    (line separators among it that JSON does not escape)."""
     definitions, native, _ = SETS[1][0]
     state = LeadState()
     deltas = []
     for n, (kind, extra) in enumerate([
-            ("lead_upserted", {"fields": {"state": "NY", "city": "Zürich ✓", "score": 51}}),
+            ("lead_upserted", {"fields": {"state": "NY", "city": "Zürich ✓", "score": 51,
+                                          "title": "line\u2028sep\x85next\u2029para"}}),
             ("tag_added", {"tag": "vip"}),
             ("activity", {"activity": {"kind": "email_open", "ref": "c-é"}})]):
         event = parse_event(json.dumps({
@@ -101,7 +103,7 @@ def _rows_to_store():
             definitions)
         deltas += native.on_event(state, event)[1]
     profiles = [profile_row("fz", "L-ß", state, 1_777_593_600_000_000)]
-    dead = [dead_letter_row(make_dead_letter("f:1", "not_json: x", "{oops ✗", 1))]
+    dead = [dead_letter_row(make_dead_letter("f:1", "not_json: x", "{oops ✗\u2028", 1))]
     return deltas, profiles, dead
 
 

@@ -4,6 +4,7 @@ A dead letter is a pass; any other exception, or a disagreement, is a crash."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -97,7 +98,8 @@ STRINGS = ("NY", "ny", "NJ", "CA", "Boston", "boston", "NYC", "free", "trial", "
            "50", "50.5", "-3", " 51 ", "1e2", "1_000", "nan", "inf", "0x10", "５０", "",
            " ", "true", "2026-05-01", "2026-04-20", "2025-01-01", "2026-02-30",
            "2026-05-01T00:00:00Z", "2026-05-01T00:00:00+14:00", "0001-01-01", "9999-12-31",
-           "ß", "SS", "İ", "ǅ", "\u0000", "\x1f", "/", "\ud800", "\U0001F600", "ﬀ")
+           "ß", "SS", "İ", "ǅ", "\u0000", "\x1f", "/", "\ud800", "\U0001F600", "ﬀ",
+           "a\u2028b", "\x85", "\u2029")  # line separators JSON leaves unescaped
 NUMBERS = (0, 1, -1, 5, 50, 51, -3, -4, 10, 2 ** 31, 2 ** 53, 2 ** 53 + 1, 2 ** 63 - 1,
            2 ** 63, -2 ** 63, -2 ** 63 - 1, 10 ** 20, 0.5, 50.5, 5.0, -0.0, 1e15, 1e16,
            1e308, 5e-324, 1e-7, 9007199254740993.0)
@@ -232,7 +234,9 @@ class MemoryJsonl(JsonlStore):
 
     def _raw(self, table):
         for part in self.parts.get(table, ()):
-            for line in part.decode("utf-8").splitlines(keepends=True):
+            # read as the store reads a file (text lines split at newlines only, not at
+            # U+2028 or U+0085, which JSON leaves in its strings)
+            for line in io.TextIOWrapper(io.BytesIO(part), encoding="utf-8"):
                 yield json.loads(line)
 
 
