@@ -430,27 +430,32 @@ def test_sigterm_drains_the_job_and_a_restart_goes_on(tmp_path, pubsub_emulator,
     _, definitions, events, _, _ = sample_events()
     from tests.helpers import event_json
     unique = {e.event_id: e for e in events}  # one message per event: ids tell them apart
-    (tmp_path / "events.jsonl").write_text("".join(
-        event_json(e) + "\n" for e in sorted(unique.values(), key=lambda e: e.occurred_at)))
+    first, *rest = sorted(unique.values(), key=lambda e: (e.occurred_at, e.event_id))
+    (tmp_path / "events.jsonl").write_text("".join(event_json(e) + "\n" for e in rest))
     topic = topic_name()
     db = tmp_path / "stream.db"
     sink = f"sqlite:///{db}"
     job = Job(tmp_path, topic, sink, name="drained", runner=runner_args(request, runner))
-    publisher = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "publish", "--events", str(tmp_path / "events.jsonl"),
-         "--topic", topic, "--rate", "40"], cwd=ROOT, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+    publisher = None
     try:
+        from pipeline import pubsub
+        pubsub.publish(topic, [(event_json(first).encode(), None)])
         count = lambda: sqlite3.connect(str(db), timeout=30).execute(  # noqa: E731
             "SELECT COUNT(*) FROM lead_profiles").fetchone()[0] if os.path.exists(db) else 0
-        wait_for(lambda: count() >= 5, 240, "the first profiles", job)
+        wait_for(lambda: count() >= 1, 240, "the job to be up", job)
+        # then the rest at a steady rate (~27 s of it), stopped a few seconds in
+        publisher = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "publish", "--events",
+             str(tmp_path / "events.jsonl"), "--topic", topic, "--rate", "40"], cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: count() >= 10, 120, "the stream to be under way", job)
         job.process.send_signal(signal.SIGTERM)  # the launcher only: a user's Ctrl-C
         assert job.process.wait(timeout=240) == 0, open(job.log.name).read()[-3000:]
         assert "drained" in open(job.log.name).read()
         assert publisher.wait(timeout=240) == 0
     finally:
         job.kill()
-        if publisher.poll() is None:
+        if publisher is not None and publisher.poll() is None:
             publisher.kill()
     written = written_event_ids(str(db))
     assert written and len(written) < len(unique), "drained mid-stream"
