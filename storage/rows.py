@@ -13,6 +13,22 @@ from rules.values import format_ts
 from schemas import tables
 
 
+_TEXTS = {}
+_TEXTS_KEPT = 1 << 16
+
+
+def _ts(micros):
+    """format_ts, remembered: a lead's deltas of one event, and its memberships joined
+    by one event, share their time, and formatting it was a large part of writing a
+    delta-heavy history."""
+    text = _TEXTS.get(micros)
+    if text is None:
+        if len(_TEXTS) >= _TEXTS_KEPT:
+            _TEXTS.clear()
+        text = _TEXTS[micros] = format_ts(micros)
+    return text
+
+
 def _json(value):
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
@@ -21,7 +37,7 @@ def delta_values(delta, processed_at):
     """The values of a Delta's row in the table's column order; `processed_at` is the
     RFC 3339 text of the batch (one for all its rows)."""
     return (delta.delta_id, delta.tenant_id, delta.lead_id, delta.list_id, delta.action,
-            format_ts(delta.event_time), delta.cause, delta.cascade_depth, delta.seq,
+            _ts(delta.event_time), delta.cause, delta.cascade_depth, delta.seq,
             processed_at)
 
 
@@ -45,7 +61,7 @@ def profile_row(tenant_id, lead_id, state, updated_at):
         "tags": _json(sorted(profile.tags) if profile else []),
         "static_lists": _json(sorted(profile.static_lists) if profile else []),
         "activities": _json([list(a) for a in profile.activities] if profile else []),
-        "memberships": _json({k: format_ts(v) for k, v in state.members.items()}),
+        "memberships": _json({k: _ts(v) for k, v in state.members.items()}),
         "clock": format_ts(state.clock) if state.clock is not None else None,
         "state": json.dumps(state.to_dict(), separators=(",", ":"), ensure_ascii=False),
         "updated_at": format_ts(updated_at),
