@@ -10,7 +10,9 @@ import apache_beam as beam
 
 from transforms.definitions import StaticDefinitions
 from transforms.evaluate import DEAD_LETTERS as EVALUATION_DEAD_LETTERS
-from transforms.evaluate import DELTAS, PROFILES, EvaluateLeads, EvaluateLeadsStreaming
+from storage import parse_sink_uri
+from transforms.evaluate import (DELTAS, LEADS, PROFILES, EvaluateLeads,
+                                 EvaluateLeadsStreaming)
 from transforms.io import ReadEventFiles
 from transforms.parse import DEAD_LETTERS, EVENTS, ParseEvents
 from transforms.pubsub import DEAD_LETTERS as CONTROL_DEAD_LETTERS
@@ -26,19 +28,26 @@ def parse_evaluate_write(records, definitions, evaluate, sink, dead_letters=()):
     evaluated = parsed[EVENTS] | "Evaluate" >> evaluate
     dead = ((parsed[DEAD_LETTERS], evaluated[EVALUATION_DEAD_LETTERS], *dead_letters)
             | "DeadLetters" >> beam.Flatten())
-    outputs = {"events": parsed[EVENTS], "deltas": evaluated[DELTAS],
-               "dead_letters": dead, "profiles": evaluated[PROFILES]}
+    outputs = {"events": parsed[EVENTS], "dead_letters": dead}
+    if getattr(evaluate, "per_lead", False):
+        outputs["leads"] = evaluated[LEADS]
+    else:
+        outputs.update(deltas=evaluated[DELTAS], profiles=evaluated[PROFILES])
     if sink:
         outputs | "WriteTables" >> WriteTables(sink)
     return outputs
 
 
 def build_backfill(p, events_glob, doc, sink, as_of_us=None):
-    """Batch: event files into the sink. Returns the main PCollections by name."""
+    """Batch: event files into the sink. Returns the main PCollections by name: the
+    SQLite and JSON Lines sinks take each lead's rows as one element ('leads'), the
+    others (and no sink) its deltas and profile apart ('deltas', 'profiles')."""
     definitions = p | "Definitions" >> StaticDefinitions(doc)
     records = p | "ReadEvents" >> ReadEventFiles(events_glob)
     as_of = None if as_of_us is None else p | "AsOf" >> beam.Create([as_of_us])
-    return parse_evaluate_write(records, definitions, EvaluateLeads(definitions, as_of), sink)
+    per_lead = bool(sink) and parse_sink_uri(sink).scheme in ("sqlite", "jsonl")
+    return parse_evaluate_write(records, definitions,
+                                EvaluateLeads(definitions, as_of, per_lead), sink)
 
 
 def build_stream(p, subscription, lists_path, refresh_seconds, sink, resume=True,

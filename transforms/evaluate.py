@@ -4,7 +4,8 @@ Batch groups a lead's whole history and replays it in time order (so a replay em
 exactly the same deltas, with the same ids); streaming keeps each lead's state in a
 stateful DoFn, applies events as they come and sets an event-time timer at the next
 moment a time window flips. Both hand the work to LeadProcessor and emit the same
-outputs: deltas (main) and profile rows ('profiles').
+outputs: deltas (main) and profile rows ('profiles'); batch can instead emit one
+LeadRows per lead ('leads').
 """
 
 from __future__ import annotations
@@ -36,6 +37,19 @@ from transforms.pubsub import DRAINING
 DELTAS = "deltas"
 PROFILES = "profiles"
 DEAD_LETTERS = "dead_letters"  # events that could not be evaluated (their tenant left)
+LEADS = "leads"
+
+
+class LeadRows(typing.NamedTuple):
+    """A lead's deltas, in the order they were made, and its profile row after them.
+
+    One element per lead instead of one per delta: a lead's first upsert alone can put
+    it in dozens of lists, and the runner's cost per element would outweigh the rows'.
+    Carried whole, a lead's deltas and profile also reach the sink's buffer together
+    whether or not the runner fuses the sink with the evaluation.
+    """
+    deltas: tuple
+    profile: dict
 
 
 def now_us():
@@ -73,18 +87,26 @@ class _Counters:
         for name, value in outcomes.items():
             if value:
                 self.outcomes[name].inc(value)
-        for delta in deltas:
-            (self.added if delta.action == "added" else self.removed).inc()
-            self.depth.update(delta.cascade_depth)
+        if deltas:
+            added = sum(delta.action == "added" for delta in deltas)
+            if added:
+                self.added.inc(added)
+            if added < len(deltas):
+                self.removed.inc(len(deltas) - added)
+            depth = self.depth
+            for delta in deltas:
+                depth.update(delta.cascade_depth)
         if events:
             self.engine_us.update(int(elapsed_us / events))
 
 
 class EvaluateHistoryFn(beam.DoFn):
-    """Batch: one lead's events, sorted by time, then time windows up to `as_of`."""
+    """Batch: one lead's events, sorted by time, then time windows up to `as_of`.
+    `per_lead`: one LeadRows per lead, instead of each delta and the profile row."""
 
-    def __init__(self):
+    def __init__(self, per_lead=False):
         self.counters = _Counters()
+        self.per_lead = per_lead
 
     def setup(self):
         self.cache = shared_cache()
@@ -98,18 +120,24 @@ class EvaluateHistoryFn(beam.DoFn):
         outcomes, deltas = processor.run_history(state, events, as_of or None)
         elapsed = (time.perf_counter() - started) * 1e6
         self.counters.count(outcomes, deltas, elapsed, len(events))
-        yield from deltas
         tenant, lead = split_lead_key(key)
-        yield pvalue.TaggedOutput(PROFILES, profile_row(tenant, lead, state, now_us()))
+        profile = profile_row(tenant, lead, state, now_us())
+        if self.per_lead:
+            yield LeadRows(tuple(deltas), profile)
+            return
+        yield from deltas
+        yield pvalue.TaggedOutput(PROFILES, profile)
 
 
 class EvaluateLeads(beam.PTransform):
-    """events -> deltas (main) and profile rows ('profiles'), batch form."""
+    """events -> deltas (main) and profile rows ('profiles'), batch form; with
+    `per_lead`, LeadRows ('leads', main) instead of both."""
 
-    def __init__(self, definitions, as_of=None):
+    def __init__(self, definitions, as_of=None, per_lead=False):
         super().__init__()
         self.definitions = definitions
         self.as_of = as_of
+        self.per_lead = per_lead
 
     def expand(self, events):
         as_of = self.as_of
@@ -120,9 +148,10 @@ class EvaluateLeads(beam.PTransform):
                 | "KeyByLead" >> KeyByLead()
                 | "GroupHistories" >> beam.GroupByKey()
                 | "Evaluate" >> beam.ParDo(
-                    EvaluateHistoryFn(), pvalue.AsSingleton(self.definitions),
-                    pvalue.AsSingleton(as_of)).with_outputs(PROFILES, DEAD_LETTERS,
-                                                            main=DELTAS))
+                    EvaluateHistoryFn(self.per_lead), pvalue.AsSingleton(self.definitions),
+                    pvalue.AsSingleton(as_of)).with_outputs(
+                        *(() if self.per_lead else (PROFILES,)), DEAD_LETTERS,
+                        main=LEADS if self.per_lead else DELTAS))
 
 
 TOMBSTONE_RETENTION_US = 7 * 86_400 * 1_000_000

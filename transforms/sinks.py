@@ -1,14 +1,17 @@
 """Write the output tables to the store a sink URI names.
 
 Rows are buffered per bundle and written in one transaction (or one part file per table)
-when the bundle ends or the buffer fills. The store client is made in setup(), so the
-DoFn pickles as plain configuration.
+when the bundle ends or the buffer fills; a bundle ends once its rows are written. The
+store client is made where it is used, so the DoFn pickles as plain configuration.
 """
 
 from __future__ import annotations
 
+import collections
 import json
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -19,11 +22,36 @@ from schemas.records import make_dead_letter
 from storage import parse_sink_uri, shared_store
 from storage.bigquery import SNAPSHOTS, table_schema, written_tables
 from storage.rows import dead_letter_row, delta_row
-from transforms.evaluate import now_us
+from transforms.evaluate import LEADS, now_us
 from transforms.definitions import NAMESPACE
 
-FLUSH_ROWS = 5000
+FLUSH_ROWS = 20_000
+IN_FLIGHT = 2  # batches of a bundle handed to the writer and not yet written
 _PENDING = threading.local()
+_WRITERS = {}
+_WRITERS_LOCK = threading.Lock()
+
+
+def _writer(sink):
+    """The one thread of this process that writes deltas and profiles to `sink`.
+
+    Worker processes writing one SQLite file take turns at its write lock; a worker that
+    waited for it on its own thread would stop evaluating meanwhile. Writing on a thread
+    of its own, a worker goes on evaluating while its batch waits for the lock or is
+    being written (SQLite lets go of the interpreter lock while it works). Keyed by
+    process: a forked worker does not inherit its parent's thread.
+    """
+    key = (os.getpid(), str(sink))
+    with _WRITERS_LOCK:
+        pool = _WRITERS.get(key)
+        if pool is None:
+            pool = _WRITERS[key] = ThreadPoolExecutor(1, thread_name_prefix="sink-writer")
+    return pool
+
+
+def _write_lead_rows(sink, deltas, profiles):
+    # the writer thread's own store: a connection is used by one thread only
+    return shared_store(sink).write_deltas(deltas, format_ts(now_us()), profiles)
 
 
 def _pending_lead_rows(sink):
@@ -35,15 +63,15 @@ def _pending_lead_rows(sink):
 
 
 class WriteRowsFn(beam.DoFn):
-    """Writes the records of one table, fused with the step that produces them (no
-    shuffle before the sink).
+    """Writes the records of one table, or LeadRows (`table` LEADS: each lead's deltas
+    and profile), fused with the step that produces them (no shuffle before the sink).
 
     The delta writer and the profile writer of a sink share one buffer per thread: a
     fused bundle runs both on one thread, and whichever flushes writes both kinds in one
     transaction, deltas first. A profile says which events a lead has seen, and a
     restarted job resumes from it, so it must not land without the deltas of those
     events. (A runner that does not fuse them, the Python DirectRunner, writes each in
-    its own transaction.)
+    its own transaction; LeadRows keep them together there too.)
     """
 
     def __init__(self, sink, table):
@@ -56,6 +84,7 @@ class WriteRowsFn(beam.DoFn):
         self.lead_rows = self.table != tables.DEAD_LETTERS
 
     def start_bundle(self):
+        self.in_flight = collections.deque()
         if self.lead_rows:
             # rows of a failed bundle on this thread are not this bundle's to write
             _PENDING.batches = {}
@@ -67,25 +96,45 @@ class WriteRowsFn(beam.DoFn):
 
     def process(self, record):
         deltas, profiles = self._buffers()
-        (profiles if self.table == tables.LEAD_PROFILES else deltas).append(record)
+        if self.table == LEADS:
+            deltas.extend(record.deltas)
+            profiles.append(record.profile)
+        elif self.table == tables.LEAD_PROFILES:
+            profiles.append(record)
+        else:
+            deltas.append(record)
         if len(deltas) + len(profiles) >= FLUSH_ROWS:
             self._flush()
 
     def finish_bundle(self):
         self._flush()
+        while self.in_flight:
+            self._written()
+
+    def _written(self):
+        """Wait for the oldest batch in flight; a failed write fails the bundle."""
+        future, rows = self.in_flight.popleft()
+        # counted here: metrics belong to the bundle's thread, not the writer's
+        self.new_deltas.inc(future.result())
+        self.rows.inc(rows)
 
     def _flush(self):
         first, profiles = self._buffers()
         if not first and not profiles:
             return
-        # the store of the thread running this bundle: a DoFn instance set up on one
-        # thread may run its bundles on others (portable workers' thread pools)
-        store = shared_store(self.sink)
         if self.lead_rows:
-            self.new_deltas.inc(store.write_deltas(first, format_ts(now_us()), profiles))
+            # one transaction: a lead's deltas with its profile (the buffers are handed
+            # over as copies: the next rows are already coming in)
+            self.in_flight.append((_writer(self.sink).submit(
+                _write_lead_rows, self.sink, first[:], profiles[:]),
+                len(first) + len(profiles)))
+            while len(self.in_flight) > IN_FLIGHT:
+                self._written()
         else:
-            store.write({self.table: [dead_letter_row(r) for r in first]})
-        self.rows.inc(len(first) + len(profiles))
+            # the store of the thread running this bundle: a DoFn instance set up on
+            # one thread may run its bundles on others (portable workers' thread pools)
+            shared_store(self.sink).write({self.table: [dead_letter_row(r) for r in first]})
+            self.rows.inc(len(first))
         del first[:]
         if profiles:
             del profiles[:]
@@ -155,7 +204,8 @@ class WriteBigQueryTables(beam.PTransform):
 
 
 class WriteTables(beam.PTransform):
-    """{'deltas', 'profiles'[, 'dead_letters']} PCollections -> the sink's tables."""
+    """{'deltas', 'profiles'[, 'dead_letters']} or {'leads'[, 'dead_letters']}
+    PCollections -> the sink's tables ('leads': SQLite and JSON Lines only)."""
 
     def __init__(self, sink):
         super().__init__()
@@ -165,7 +215,8 @@ class WriteTables(beam.PTransform):
         uri = parse_sink_uri(self.sink)
         if uri.scheme == "bigquery":
             return outputs | "BigQuery" >> WriteBigQueryTables(uri.location)
-        for name, table, label in (("deltas", tables.MEMBERSHIP_DELTAS, "WriteDeltas"),
+        for name, table, label in (("leads", LEADS, "WriteLeads"),
+                                   ("deltas", tables.MEMBERSHIP_DELTAS, "WriteDeltas"),
                                    ("profiles", tables.LEAD_PROFILES, "WriteProfiles"),
                                    ("dead_letters", tables.DEAD_LETTERS, "WriteDeadLetters")):
             if name in outputs:
