@@ -138,9 +138,9 @@ def accounted(stdout):
 # through, so json.dumps under profile_row counts as profile rows. A thread parked on a
 # condition, a gRPC poll or a child process is waiting, not working: py-spy does not
 # always see it as idle, so such samples are counted apart, outside the shares.
-WAITING = re.compile(r"^(Condition\.wait|_serve|_run_channel_spin_thread|Popen\._try_wait"
+WAITING = re.compile(r"^(Condition\.wait|_serve|_run_channel_spin_thread\b|Popen\._try_wait"
                      r"|Popen\.wait|Event\.wait|Thread\._wait_for_tstate_lock|select|poll"
-                     r"|Queue\.get|_worker) ")
+                     r"|Queue\.get|_worker|Thread\.run|process \d+:)[ .]")
 STAGE_RULES = [
     ("profile rows", re.compile(r"^profile_row .*storage/rows\.py")),
     ("sink", re.compile(r"storage/sqlite\.py|storage/rows\.py|transforms/sinks\.py")),
