@@ -209,11 +209,11 @@ class Deferred(typing.NamedTuple):
 
 
 DEFER_RETRY_US = 10_000_000  # how soon a deferred lead tries again
+DEFER_RETRIES = 360          # then it waits for its next event (an hour of retries)
 # A timer that fires this far ahead of the wall clock was not reached by time passing:
 # a drain moved the watermark to the end of time (the flip belongs to the job that
 # resumes from the sink, at the lead's next event or sweep).
 AHEAD_OF_CLOCK_US = 5 * 60 * 1_000_000
-DEFER_RETRIES = 360          # then it waits for its next event (an hour of retries)
 
 
 class StatefulLeadFn(beam.DoFn):
