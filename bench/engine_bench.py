@@ -10,7 +10,10 @@ state, evaluate only what it touched, cascade, deltas out; with the C module
 on_event's times (the loop's own work around each call, finding the state, counting the
 deltas and freeing them, is printed apart). (b) is the naive approach: merge the event,
 then evaluate every list of the tenant with the reference interpreter. The last line
-holds the headline figures.
+holds the headline figures and the verdict of the invariants checked after the run:
+every event is applied or a duplicate (the count balances), the same events again add
+no delta, and the memberships of a sample of leads equal the reference interpreter's
+evaluation of their final profiles.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import tracemalloc
 from bench.workload import Workload
 from rules import LeadProcessor, LeadState, definitions_from_text, evaluate_tenant
 from rules.compiler import NATIVE
+from rules.processor import APPLIED, DUPLICATE, NO_TENANT, STALE
 from schemas.events import to_event
 
 
@@ -63,6 +67,8 @@ def main(argv=None):
     parser.add_argument("--chunks", type=int, default=40,
                         help="(a) and (b) alternate over this many chunks of the events")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--check-leads", type=int, default=2_000,
+                        help="leads whose memberships are checked against the reference")
     parser.add_argument("--numeric-step-share", type=float, default=0.8,
                         help="share of numeric changes that move by 1-10 (the rest jump)")
     parser.add_argument("--backend", choices=("auto", "c", "python"), default="auto",
@@ -117,6 +123,7 @@ def main(argv=None):
     size = -(-len(events) // chunks)
     naive_per_chunk = max(1, args.naive_events // chunks)
     timings, depths = [], []
+    outcomes = dict.fromkeys((APPLIED, DUPLICATE, STALE, NO_TENANT), 0)
     deltas = 0
     fast_ns = loop_ns = naive_ns = naive_count = 0
     clock = time.perf_counter_ns
@@ -129,8 +136,9 @@ def main(argv=None):
         for event in chunk:
             state = states[event.lead_id]
             t0 = clock()
-            _, out = processor.on_event(state, event)
+            outcome, out = processor.on_event(state, event)
             t1 = clock()
+            outcomes[outcome] += 1
             # (a) is the sum of on_event's own times: the bookkeeping around it (finding
             # the state, counting deltas and depths, freeing the deltas as their consumer
             # does) is the benchmark's, not the engine's
@@ -171,8 +179,43 @@ def main(argv=None):
           f"{len(events) / (loop_ns / 1e9):,.0f} events/s")
     print(f"memory per lead: {per_lead / 1024:.1f} KiB in the heap, "
           f"{pickled / 1024:.1f} KiB pickled")
-    print(f"engine: {fast_rate:,.0f} events/s, {ratio:.0f}x naive, p99 {p99:.0f} µs/event")
+    failures = check_invariants(processor, tenant, states, events, outcomes, size,
+                                args.check_leads, args.seed)
+    for failure in failures:
+        print(f"check failed: {failure}")
+    print(f"engine: {fast_rate:,.0f} events/s, {ratio:.0f}x naive, p99 {p99:.0f} µs/event; "
+          f"invariants {'FAILED' if failures else 'hold'}")
+    return 1 if failures else 0
+
+
+def check_invariants(processor, tenant, states, events, outcomes, replayed, sample, seed):
+    """The invariants after the run, as sentences for what failed: the events balance
+    (applied + duplicates + stale; no tenant would be a dead letter), the last
+    `replayed` events given again make no delta, and `sample` leads' memberships equal
+    the reference interpreter's evaluation of their final profiles at their clocks."""
+    import random
+    failures = []
+    counted = outcomes[APPLIED] + outcomes[DUPLICATE] + outcomes[STALE]
+    if counted != len(events) or outcomes[NO_TENANT]:
+        failures.append(f"{len(events)} events, {counted} applied, duplicates or stale, "
+                        f"{outcomes[NO_TENANT]} of no tenant")
+    again = [d for event in events[-replayed:]
+             for d in processor.on_event(states[event.lead_id], event)[1]]
+    if again:
+        failures.append(f"the last {replayed} events given again made {len(again)} deltas")
+    leads = random.Random(seed).sample(sorted(states), min(sample, len(states)))
+    wrong = [lead for lead in leads
+             if evaluate_tenant(tenant, states[lead].profile(), states[lead].clock)
+             != set(states[lead].members)]
+    if wrong:
+        failures.append(f"{len(wrong)} of {len(leads)} leads' memberships differ from "
+                        f"the reference (e.g. {wrong[0]})")
+    print(f"invariants: {len(events)} events = {outcomes[APPLIED]} applied + "
+          f"{outcomes[DUPLICATE]} duplicates + {outcomes[STALE]} stale; the last "
+          f"{replayed} again: {len(again)} deltas; {len(leads)} leads against the "
+          f"reference: {len(leads) - len(wrong)} equal")
+    return failures
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -23,6 +23,13 @@ SQLite file, in its own process group) on two lists of one tenant:
   sees it (and its processed_at) minus the flip instant. Measured on the first rate's
   job before its rate runs, optionally under `--flip-load` background events/s.
 
+After each job stops, the invariants are checked on its SQLite file: a profile for every
+lead published to and no dead letter (nothing lost: every event applied or a duplicate);
+`reconcile` finds the memberships equal to the reference interpreter's evaluation of
+the stored profiles; and a backfill of every event the job was sent, into the same file,
+adds no row (the stream wrote exactly the deltas a replay makes). The last line says
+whether they held.
+
 A rate is sustained when every event's delta arrived, the job caught up within
 `--catchup` seconds after publishing stopped, and the backlog did not grow: the latency
 p50 of the last 10 s of the window is at most 0.5 s above that of the first 10 s. A fresh
@@ -43,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -105,6 +113,13 @@ class Job:
              *runner_args(runner), *extra],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.watcher = DeltaWatcher(self.db)
+        self.published = []  # every event's JSON, for the checks after the job
+
+    def publish(self, client, event):
+        """Publish one event to the job's topic; returns the publish future."""
+        body = json.dumps(event).encode()
+        self.published.append(body)
+        return client.publish(self.topic, body)
 
     def alive(self):
         return self.process.poll() is None
@@ -189,9 +204,9 @@ class SteadyPublisher(threading.Thread):
     """Publishes `make(lead, now)` for new leads at `rate` per second for `seconds`
     (or until stopped); `sent` maps event id -> publish wall time."""
 
-    def __init__(self, client, topic, rate, seconds, prefix, make=upsert):
+    def __init__(self, client, job, rate, seconds, prefix, make=upsert):
         super().__init__(daemon=True)
-        self.client, self.topic, self.rate, self.seconds = client, topic, rate, seconds
+        self.client, self.job, self.rate, self.seconds = client, job, rate, seconds
         self.prefix, self.make = prefix, make
         self.sent = {}
         self.failed = 0
@@ -211,7 +226,7 @@ class SteadyPublisher(threading.Thread):
                 time.sleep(delay)
             now = time.time()
             event = self.make(f"{self.prefix}-{n:07d}", now)
-            futures.append(self.client.publish(self.topic, json.dumps(event).encode()))
+            futures.append(self.job.publish(self.client, event))
             self.sent[event["event_id"]] = now
             n += 1
         self.ended_at = time.time()
@@ -244,8 +259,7 @@ def warm_up(job, client, timeout):
     key = ("positive", "added", event["event_id"])
     deadline = started + timeout
     while time.time() < deadline:  # re-published until seen: the first may predate the job
-        client.publish(job.topic, json.dumps(upsert(event["lead_id"], time.time())).encode()
-                       ).result(timeout=60)
+        job.publish(client, upsert(event["lead_id"], time.time())).result(timeout=60)
         if wait_until(lambda: job.watcher.get(key) is not None, 10, job, "the warm-up delta"):
             return time.time() - started
     raise SystemExit(f"the job wrote no delta within {timeout}s; see {job.log_path}")
@@ -291,12 +305,12 @@ def p50_of(rows):
 # -- the runs -------------------------------------------------------------------------------
 def measure_flips(job, client, count, load):
     """`count` leads each open an email now; lateness of their timer deltas."""
-    background = (SteadyPublisher(client, job.topic, load, None, "flipload")
+    background = (SteadyPublisher(client, job, load, None, "flipload")
                   if load else None)
     try:
         for i in range(count):
             event = email_open(f"flip-{i:03d}", time.time())
-            client.publish(job.topic, json.dumps(event).encode())
+            job.publish(client, event)
             time.sleep(0.25)
         window = WINDOW_DAYS * 86400
         # each removed row's cause names its exact flip instant
@@ -340,8 +354,8 @@ def span_of(args):
 
 def run_rate(job, client, rate, args):
     if args.warmup:  # the same stream, unmeasured, straight into the measured window
-        SteadyPublisher(client, job.topic, rate, args.warmup, f"w{rate}").join()
-    publisher = SteadyPublisher(client, job.topic, rate, args.seconds, f"r{rate}")
+        SteadyPublisher(client, job, rate, args.warmup, f"w{rate}").join()
+    publisher = SteadyPublisher(client, job, rate, args.seconds, f"r{rate}")
     publisher.join()
     window_end = publisher.ended_at
     keys = [("positive", "added", event_id) for event_id in publisher.sent]
@@ -368,6 +382,47 @@ def run_rate(job, client, rate, args):
             "achieved": achieved, "seen": summary(rows, 1), "processed": summary(rows, 2),
             "p50_first": p50_first, "p50_last": p50_last, "catch_up": catch_up,
             "failed": publisher.failed, "sustained": sustained}
+
+
+def check_job(job, folder):
+    """The invariants on a stopped job's SQLite file; a sentence for each that failed."""
+    name = os.path.basename(job.db)[:-3]
+    events_path = os.path.join(folder, f"{name}-events.jsonl")
+    with open(events_path, "wb") as handle:
+        for body in job.published:
+            handle.write(body + b"\n")
+    leads = {json.loads(body)["lead_id"] for body in job.published}
+    db = sqlite3.connect(job.db)
+    try:
+        profiles, dead = (db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                          for table in ("lead_profiles", "dead_letters"))
+    finally:
+        db.close()
+    failures = []
+    if profiles != len(leads) or dead:
+        failures.append(f"{name}: {len(leads)} leads published to, {profiles} profiles "
+                        f"and {dead} dead letters in the sink")
+    lists, sink = os.path.join(folder, "lists.json"), f"sqlite:///{job.db}"
+    done = subprocess.run([sys.executable, "-m", "pipeline", "reconcile", "--lists", lists,
+                           "--sink", sink, "--runner=DirectRunner"],
+                          cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        failures.append(f"{name}: reconcile found memberships that differ from the "
+                        f"reference (exit {done.returncode}): "
+                        f"{(done.stdout + done.stderr).strip().splitlines()[-1:]}")
+    done = subprocess.run([sys.executable, "-m", "pipeline", "backfill", "--events",
+                           events_path, "--lists", lists, "--sink", sink,
+                           "--runner=DirectRunner"],
+                          cwd=ROOT, capture_output=True, text=True)
+    if not (done.returncode == 0 and re.search(r"^\s*accounted:\s+yes\b", done.stdout, re.M)
+            and re.search(r"; 0 new rows in the sink", done.stdout)):
+        found = re.search(r"(\d+) new rows in the sink", done.stdout)
+        failures.append(f"{name}: a backfill of the {len(job.published)} events sent "
+                        f"added {found.group(1) if found else 'unknown'} rows "
+                        f"(exit {done.returncode})")
+    print(f"{name}: {len(job.published)} events to {len(leads)} leads; checks "
+          f"{'failed' if failures else 'hold'}", file=sys.stderr)
+    return failures
 
 
 def load_average():
@@ -410,7 +465,7 @@ def main(argv=None):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, terminate)  # so that `finally` stops the processes
     pstest, job = None, None
-    results, flips, missing_flips = [], [], 0
+    results, flips, missing_flips, failures = [], [], 0, []
     try:
         pstest, address = part(parts.start_pstest)
         os.environ["PUBSUB_EMULATOR_HOST"] = address
@@ -430,6 +485,7 @@ def main(argv=None):
                   f"p99 {show(result['seen'][1])}s, caught up in {result['catch_up']:.1f}s",
                   file=sys.stderr)
             job.stop()
+            failures += check_job(job, args.data)
             job = None
     finally:
         if job is not None:
@@ -476,6 +532,8 @@ def main(argv=None):
               f"p50 {show(percentile(proc, 50))}s max {show(percentile(proc, 100))}s; "
               f"event_time off the flip by at most {exact * 1e6:.0f} µs"
               + (f"; {missing_flips} flips not seen" if missing_flips else ""))
+    for failure in failures:
+        print(f"check failed: {failure}")
     headline_rate = 500 if 500 in rates else rates[-1]
     at = next(r for r in results if r["rate"] == headline_rate)
     sustained = [r["rate"] for r in results if r["sustained"]]
@@ -483,8 +541,10 @@ def main(argv=None):
           f"{runner}, highest sustained {max(sustained) if sustained else 'none'}"
           f"{' events/s' if sustained else ''}, "
           + (f"flip lateness p50 {show(flip_p50)} s / max {show(flip_max)} s" if flips
-             else "flip lateness not measured"))
+             else "flip lateness not measured")
+          + f"; invariants {'FAILED' if failures else 'hold'}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
