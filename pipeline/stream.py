@@ -97,6 +97,8 @@ def run_stream(argv):
                                    runner_name)
     DRAINING.clear()
     drain_direct_reads()
+    from transforms.direct import tune_direct_runner
+    tune_direct_runner()
     # Flink's streaming jobs do not end when their sources do: there the launcher
     # cancels the job once everything pulled is acknowledged
     by_acks = runner_name(options.view_as(StandardOptions).runner) in (
