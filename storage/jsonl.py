@@ -24,6 +24,7 @@ class JsonlStore:
     def __init__(self, folder):
         self.folder = folder
         self._profiles = None
+        self._folded = None  # (delta counts by action, membership rows), read once
         for table in T.TABLES:
             if table != T.LIST_MEMBERSHIPS:
                 os.makedirs(os.path.join(folder, table), exist_ok=True)
@@ -38,6 +39,8 @@ class JsonlStore:
                     handle.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
                     handle.write("\n")
             os.replace(name + ".tmp", name)  # readers never see half a file
+        if batch.get(T.MEMBERSHIP_DELTAS):
+            self._folded = None
         if self._profiles is not None:  # what this store wrote, it reads back
             for row in batch.get(T.LEAD_PROFILES, ()):
                 self._profiles[(row["tenant_id"], row["lead_id"])] = row
@@ -59,7 +62,7 @@ class JsonlStore:
 
     def rows(self, table):
         if table == T.LIST_MEMBERSHIPS:
-            return self._membership_rows()
+            return list(self._membership_rows())
         keyed = {}
         for row in self._raw(table):
             key = tuple(row[k] for k in T.KEYS[table])
@@ -70,15 +73,26 @@ class JsonlStore:
             keyed[key] = row
         return list(keyed.values())
 
-    def _membership_rows(self):
-        latest = {}
-        for row in self.rows(T.MEMBERSHIP_DELTAS):
-            key = (row["tenant_id"], row["list_id"], row["lead_id"])
-            if key not in latest or latest[key]["seq"] < row["seq"]:
-                latest[key] = row
-        return [{"tenant_id": t, "list_id": lst, "lead_id": lead, "since": row["event_time"],
+    def _fold(self):
+        """(delta counts by action, membership rows) from one read of the deltas, kept
+        until this store writes deltas again: a summary asks for the counts, the number
+        of memberships and the list sizes, and each read of a large sink's part files
+        took a minute."""
+        if self._folded is None:
+            latest, counts = {}, collections.Counter()
+            for row in self.rows(T.MEMBERSHIP_DELTAS):
+                counts[row["action"]] += 1
+                key = (row["tenant_id"], row["list_id"], row["lead_id"])
+                if key not in latest or latest[key]["seq"] < row["seq"]:
+                    latest[key] = row
+            self._folded = dict(counts), [
+                {"tenant_id": t, "list_id": lst, "lead_id": lead, "since": row["event_time"],
                  "seq": row["seq"]}
                 for (t, lst, lead), row in latest.items() if row["action"] == "added"]
+        return self._folded
+
+    def _membership_rows(self):
+        return self._fold()[1]
 
     def count(self, table):
         return len(self.rows(table))
@@ -125,7 +139,7 @@ class JsonlStore:
                       key=lambda x: (-x[2], x[0], x[1]))
 
     def delta_counts(self):
-        return dict(collections.Counter(r["action"] for r in self.rows(T.MEMBERSHIP_DELTAS)))
+        return dict(self._fold()[0])
 
     def close(self):
         pass
