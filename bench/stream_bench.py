@@ -27,8 +27,9 @@ After each job stops, the invariants are checked on its SQLite file: a profile f
 lead published to and no dead letter (nothing lost: every event applied or a duplicate);
 `reconcile` finds the memberships equal to the reference interpreter's evaluation of
 the stored profiles; and a backfill of every event the job was sent, into the same file,
-adds no row (the stream wrote exactly the deltas a replay makes). The last line says
-whether they held.
+adds no row (the stream wrote exactly the deltas a replay makes). A job stopped before
+it caught up (a rate it did not sustain) is held to the reference only. The last line
+says whether they held.
 
 A rate is sustained when every event's delta arrived, the job caught up within
 `--catchup` seconds after publishing stopped, and the backlog did not grow: the latency
@@ -384,8 +385,10 @@ def run_rate(job, client, rate, args):
             "failed": publisher.failed, "sustained": sustained}
 
 
-def check_job(job, folder):
-    """The invariants on a stopped job's SQLite file; a sentence for each that failed."""
+def check_job(job, folder, caught_up=True):
+    """The invariants on a stopped job's SQLite file; a sentence for each that failed.
+    A job stopped before it had caught up (a rate it did not sustain) is only held to
+    the reference: the events it had not read are missing by design."""
     name = os.path.basename(job.db)[:-3]
     events_path = os.path.join(folder, f"{name}-events.jsonl")
     with open(events_path, "wb") as handle:
@@ -399,7 +402,7 @@ def check_job(job, folder):
     finally:
         db.close()
     failures = []
-    if profiles != len(leads) or dead:
+    if dead or (caught_up and profiles != len(leads)):
         failures.append(f"{name}: {len(leads)} leads published to, {profiles} profiles "
                         f"and {dead} dead letters in the sink")
     lists, sink = os.path.join(folder, "lists.json"), f"sqlite:///{job.db}"
@@ -410,6 +413,10 @@ def check_job(job, folder):
         failures.append(f"{name}: reconcile found memberships that differ from the "
                         f"reference (exit {done.returncode}): "
                         f"{(done.stdout + done.stderr).strip().splitlines()[-1:]}")
+    if not caught_up:
+        print(f"{name}: stopped before it caught up: only the reference is checked",
+              file=sys.stderr)
+        return failures
     done = subprocess.run([sys.executable, "-m", "pipeline", "backfill", "--events",
                            events_path, "--lists", lists, "--sink", sink,
                            "--runner=DirectRunner"],
@@ -485,7 +492,8 @@ def main(argv=None):
                   f"p99 {show(result['seen'][1])}s, caught up in {result['catch_up']:.1f}s",
                   file=sys.stderr)
             job.stop()
-            failures += check_job(job, args.data)
+            failures += check_job(job, args.data,
+                                  caught_up=result["delivered"] == result["events"])
             job = None
     finally:
         if job is not None:
