@@ -22,6 +22,7 @@ import argparse
 import gc
 import itertools
 import pickle
+import random
 import statistics
 import sys
 import time
@@ -193,7 +194,6 @@ def check_invariants(processor, tenant, states, events, outcomes, replayed, samp
     (applied + duplicates + stale; no tenant would be a dead letter), the last
     `replayed` events given again make no delta, and `sample` leads' memberships equal
     the reference interpreter's evaluation of their final profiles at their clocks."""
-    import random
     failures = []
     counted = outcomes[APPLIED] + outcomes[DUPLICATE] + outcomes[STALE]
     if counted != len(events) or outcomes[NO_TENANT]:

@@ -61,6 +61,7 @@ import threading
 import time
 import uuid
 
+from bench.backfill_bench import accounted, table_counts
 from rules.values import format_ts, parse_timestamp
 from tools import parts
 from tools.parts import stop_group
@@ -395,12 +396,8 @@ def check_job(job, folder, caught_up=True):
         for body in job.published:
             handle.write(body + b"\n")
     leads = {json.loads(body)["lead_id"] for body in job.published}
-    db = sqlite3.connect(job.db)
-    try:
-        profiles, dead = (db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                          for table in ("lead_profiles", "dead_letters"))
-    finally:
-        db.close()
+    counts = table_counts(job.db)
+    profiles, dead = counts["lead_profiles"], counts["dead_letters"]
     failures = []
     if dead or (caught_up and profiles != len(leads)):
         failures.append(f"{name}: {len(leads)} leads published to, {profiles} profiles "
@@ -421,7 +418,7 @@ def check_job(job, folder, caught_up=True):
                            events_path, "--lists", lists, "--sink", sink,
                            "--runner=DirectRunner"],
                           cwd=ROOT, capture_output=True, text=True)
-    if not (done.returncode == 0 and re.search(r"^\s*accounted:\s+yes\b", done.stdout, re.M)
+    if not (done.returncode == 0 and accounted(done.stdout)
             and re.search(r"; 0 new rows in the sink", done.stdout)):
         found = re.search(r"(\d+) new rows in the sink", done.stdout)
         failures.append(f"{name}: a backfill of the {len(job.published)} events sent "

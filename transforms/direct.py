@@ -3,7 +3,7 @@ Pub/Sub read and its search for due timers. The local `stream` runs on it.
 
 The runner runs every step of the job on one thread, in turn. Its Pub/Sub read pulls
 10 messages at a time and asks the server to wait when none are there (pstest waits
-500 ms, the service longer), while no other step runs; and after every step it asks the
+500 ms; Pub/Sub may wait too), while no other step runs; and after every step it asks the
 state of every key the job has ever seen whether a timer is due, so its time per step
 grows with the number of leads. `tune_direct_runner` makes the read pull up to
 PULL_MAX messages and return at once when there are none (pausing EMPTY_PULL_PAUSE_S
