@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 tools/bootstrap.sh
+if [ "${CI:-}" = true ]; then tools/system_parts.sh; fi
 exec .venv/bin/python -m pytest "$@"

@@ -18,6 +18,8 @@ setuptools.setup(
         "apache-beam[gcp]==2.77.0",
         "fastavro==1.13.1",
         "google-cloud-pubsub==2.44.0",
+        "psycopg[binary]==3.3.9",
+        "psycopg-pool==3.3.3",
     ],
     extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17", "atheris==3.0.0"]},
 )

@@ -39,13 +39,13 @@ def parse_evaluate_write(records, definitions, evaluate, sink, dead_letters=()):
 
 
 def build_backfill(p, events_glob, doc, sink, as_of_us=None):
-    """Batch: event files into the sink. Returns the main PCollections by name: the
-    SQLite and JSON Lines sinks take each lead's rows as one element ('leads'), the
-    others (and no sink) its deltas and profile apart ('deltas', 'profiles')."""
+    """Batch: event files into the sink. Returns the main PCollections by name: every
+    sink but BigQuery takes each lead's rows as one element ('leads'); BigQuery (and no
+    sink) its deltas and profile apart ('deltas', 'profiles')."""
     definitions = p | "Definitions" >> StaticDefinitions(doc)
     records = p | "ReadEvents" >> ReadEventFiles(events_glob)
     as_of = None if as_of_us is None else p | "AsOf" >> beam.Create([as_of_us])
-    per_lead = bool(sink) and parse_sink_uri(sink).scheme in ("sqlite", "jsonl")
+    per_lead = bool(sink) and parse_sink_uri(sink).scheme != "bigquery"
     return parse_evaluate_write(records, definitions,
                                 EvaluateLeads(definitions, as_of, per_lead), sink)
 

@@ -21,8 +21,9 @@ class DynListsOptions(PipelineOptions):
         group = parser.add_argument_group("dynamic lists")
         group.add_argument("--events", help="glob of event files (.jsonl, .jsonl.gz, .avro)")
         group.add_argument("--lists", help="list definition file (local path or gs://)")
-        group.add_argument("--sink", help="sqlite:///file.db, jsonl:///dir or "
-                                          "bigquery://PROJECT.DATASET")
+        group.add_argument("--sink", help="sqlite:///file.db, jsonl:///dir, "
+                                          "postgresql://USER@HOST:PORT/DB[?read_host=H] "
+                                          "or bigquery://PROJECT.DATASET")
         group.add_argument("--as_of", help="RFC 3339 evaluation time for time windows at "
                                            "the end of a backfill (default: latest event)")
         group.add_argument("--subscription", help="projects/P/subscriptions/S to read")

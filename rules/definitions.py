@@ -275,8 +275,9 @@ def parse_definitions(document):
     tenants = {}
     for i, entry in enumerate(raw_tenants):
         tid = entry.get("tenant_id") if isinstance(entry, dict) else entry
-        if not isinstance(tid, str) or not tid or "/" in tid:
-            errors.append(f"tenants[{i}]: a tenant needs a non-empty tenant_id without '/'")
+        if not isinstance(tid, str) or not tid or "/" in tid or "\x00" in tid:
+            errors.append(f"tenants[{i}]: a tenant needs a non-empty tenant_id without '/' "
+                          "or NUL")
             continue
         tenants.setdefault(tid, TenantDefs(tid))
 
@@ -286,9 +287,10 @@ def parse_definitions(document):
             continue
         tid, lid = raw.get("tenant_id"), raw.get("list_id")
         if not isinstance(tid, str) or not tid or "/" in tid \
-                or not isinstance(lid, str) or not lid:
+                or not isinstance(lid, str) or not lid or "\x00" in tid + lid:
+            # NUL: PostgreSQL's text, where ids are keys, cannot hold it
             errors.append(f"lists[{i}]: a list needs a non-empty tenant_id (without '/') "
-                          "and a non-empty list_id")
+                          "and a non-empty list_id, neither holding NUL")
             continue
         where = f"tenant {tid}, list {lid}"
         extra = set(raw) - _LIST_KEYS

@@ -68,6 +68,8 @@ def _text(record, key, required=True):
     if len(value) > MAX_ID_CHARS:
         raise InvalidEvent("too_long", f"'{key}' is {len(value):,} characters long, over "
                                        f"{MAX_ID_CHARS}")
+    if "\x00" in value:  # ids are keys of text columns, and PostgreSQL's text has no NUL
+        raise InvalidEvent("wrong_type", f"'{key}' holds a NUL character (\\u0000)")
     return value
 
 

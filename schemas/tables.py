@@ -103,6 +103,26 @@ def sqlite_ddl(table):
     return ddl
 
 
+# PostgreSQL: the same keys and index (a lead's deltas, written together, share index
+# pages there too). Text compares byte by byte (COLLATE "C"), as in SQLite, so keys sort
+# alike in both and a page of lead keys means the same whatever the database's locale.
+# JSON is `json`, kept as written: `jsonb` would reorder keys, drop -0.0's sign and
+# refuse the escape \u0000, which a field value may hold.
+_POSTGRES_TYPES = {"STRING": 'TEXT COLLATE "C"', "INT64": "BIGINT",
+                   "TIMESTAMP": "TIMESTAMPTZ", "BOOL": "BOOLEAN", "JSON": "JSON"}
+
+
+def postgres_ddl(table):
+    """The statements creating a table in PostgreSQL (the table, then its indexes)."""
+    cols = [f"{c.name} {_POSTGRES_TYPES[c.type]}{' NOT NULL' if c.mode == 'REQUIRED' else ''}"
+            for c in TABLES[table]]
+    cols.append(f"PRIMARY KEY ({', '.join(SQLITE_KEYS[table])})")
+    ddl = [f"CREATE TABLE IF NOT EXISTS {table} (\n  " + ",\n  ".join(cols) + "\n)"]
+    ddl += [f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({', '.join(columns)})"
+            for name, columns in SQLITE_INDEXES.get(table, {}).items()]
+    return ddl
+
+
 def bigquery_schema(table):
     """The table's schema in BigQuery's JSON form ({'fields': [...]})."""
     return {"fields": [{"name": c.name, "type": c.type, "mode": c.mode,

@@ -1,7 +1,8 @@
 """Where the output tables live: a sink URI opens a store (no Beam in here).
 
-`sqlite:///path.db` (the embedded default), `jsonl:///dir` (files) and
-`bigquery://PROJECT.DATASET` (production). A store writes batches of rows in one
+`sqlite:///path.db` (the embedded default), `jsonl:///dir` (files),
+`postgresql://USER@HOST:PORT/DB` (a shared server, with an optional read replica) and
+`bigquery://PROJECT.DATASET` (production on Google Cloud). A store writes batches of rows in one
 transaction where it can, and reads the tables back for summaries, `explain` and
 `reconcile`.
 """
@@ -32,6 +33,9 @@ def open_store(uri):
     if sink.scheme == "jsonl":
         from storage.jsonl import JsonlStore
         return JsonlStore(sink.location)
+    if sink.scheme == "postgresql":
+        from storage.postgres import PostgresStore
+        return PostgresStore(sink.location)
     from storage.bigquery import BigQueryStore
     return BigQueryStore(sink.location)
 
@@ -46,6 +50,8 @@ def check_sink(uri, must_exist):
     sink = uri if isinstance(uri, SinkUri) else parse_sink_uri(uri)
     if sink.scheme == "bigquery":
         return
+    if sink.scheme == "postgresql":
+        return _check_postgres(sink.location, must_exist)
     path = sink.location
     uri = f"{sink.scheme}://{path}"
     if must_exist and not os.path.exists(path):
@@ -63,6 +69,22 @@ def check_sink(uri, must_exist):
         raise ValueError(f"cannot use sink {uri}: {err.reason}") from None
     except (OSError, sqlite3.Error) as err:
         raise ValueError(f"cannot open sink {uri}: {err}") from None
+
+
+def _check_postgres(uri, must_exist):
+    import psycopg
+    from storage.postgres import PostgresStore, shown_uri
+    try:
+        # a job's sink (not must_exist) is written: its primary must answer
+        PostgresStore(uri, create=not must_exist, primary_only=not must_exist).close()
+    except FileNotFoundError:
+        raise ValueError(f"no sink at {shown_uri(uri)}: the database has no dynlists "
+                         "tables") from None
+    except IncompatibleSink as err:
+        raise ValueError(f"cannot use sink {shown_uri(uri)}: {err.reason}") from None
+    except psycopg.Error as err:
+        why = " ".join(str(err).split())  # libpq's messages span lines
+        raise ValueError(f"cannot open sink {shown_uri(uri)}: {why}") from None
 
 
 def shared_store(uri):

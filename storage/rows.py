@@ -48,8 +48,16 @@ def delta_row(delta, processed_at):
 
 
 def dead_letter_row(dead):
+    """The row of a DeadLetter. Its text holds no NUL character (U+FFFD in its place),
+    which PostgreSQL's text cannot store, so that every sink keeps the same row; its id,
+    made from the raw payload, is unchanged."""
     return {"dead_letter_id": dead.dead_letter_id, "received_at": format_ts(dead.received_at),
-            "source": dead.source, "reason": dead.reason, "payload": dead.payload}
+            "source": _no_nul(dead.source), "reason": _no_nul(dead.reason),
+            "payload": _no_nul(dead.payload)}
+
+
+def _no_nul(text):
+    return text.replace("\x00", "\ufffd") if text and "\x00" in text else text
 
 
 def profile_row(tenant_id, lead_id, state, updated_at):
@@ -79,3 +87,17 @@ _COLUMNS = {table: tuple(tables.column_names(table)) for table in tables.TABLES}
 def ordered(table, row):
     """The row's values in the table's column order."""
     return tuple(map(row.get, _COLUMNS[table]))
+
+
+_AT = {name: i for i, name in enumerate(tables.column_names(tables.MEMBERSHIP_DELTAS))}
+
+
+def membership_changes(deltas):
+    """(rows to upsert, keys to delete) in list_memberships from delta tuples in column
+    order: per (tenant, list, lead), the last delta decides."""
+    tenant, list_id, lead = _AT["tenant_id"], _AT["list_id"], _AT["lead_id"]
+    action, since, seq = _AT["action"], _AT["event_time"], _AT["seq"]
+    final = {(d[tenant], d[list_id], d[lead]): d for d in deltas}
+    joins = [key + (d[since], d[seq]) for key, d in final.items() if d[action] == "added"]
+    leaves = [key for key, d in final.items() if d[action] == "removed"]
+    return joins, leaves

@@ -24,7 +24,7 @@ import time
 
 from schemas import tables
 from storage import IncompatibleSink
-from storage.rows import delta_values, ordered
+from storage.rows import delta_values, membership_changes, ordered
 
 T = tables
 CACHE_KIB = 128 * 1024    # page cache per connection
@@ -182,7 +182,7 @@ class SqliteStore:
         Everything is prepared before the write lock is taken, so that worker processes
         writing the same file hold it only for the inserts.
         """
-        joins, leaves = _membership_changes(deltas)
+        joins, leaves = membership_changes(deltas)
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -283,19 +283,5 @@ class SqliteStore:
         self.db.close()
 
 
-_AT = {name: i for i, name in enumerate(T.column_names(T.MEMBERSHIP_DELTAS))}
-
-
 def _few(names):
     return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-
-
-def _membership_changes(deltas):
-    """(rows to upsert, keys to delete) in list_memberships from delta tuples: per
-    (tenant, list, lead), the last delta decides."""
-    tenant, list_id, lead = _AT["tenant_id"], _AT["list_id"], _AT["lead_id"]
-    action, since, seq = _AT["action"], _AT["event_time"], _AT["seq"]
-    final = {(d[tenant], d[list_id], d[lead]): d for d in deltas}
-    joins = [key + (d[since], d[seq]) for key, d in final.items() if d[action] == "added"]
-    leaves = [key for key, d in final.items() if d[action] == "removed"]
-    return joins, leaves

@@ -1,6 +1,7 @@
 """Fixtures that build and start real parts: Google's pstest Pub/Sub server, Prism and
 Beam's Flink job server (tools/parts.py builds them into .cache, ignored by git, on
-first use). Without Go, or Java and Maven, the tests that need them skip with one line;
+first use), and a PostgreSQL primary with a streaming replica (tools/postgres.py).
+Without Go, Java and Maven, or PostgreSQL, the tests that need them skip with one line;
 under CI=true they must run, so a missing tool fails them instead.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 
 import pytest
 
@@ -63,3 +65,22 @@ def pubsub_emulator():
     else:
         os.environ["PUBSUB_EMULATOR_HOST"] = previous
     parts.stop_group(process, signal.SIGTERM)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL primary (`.primary`) and its streaming replica (`.replica`)."""
+    from tools.postgres import Cluster
+    cluster = _part(Cluster)
+    try:
+        cluster.replica = _part(cluster.add_replica)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_sink(postgres):
+    """The sink URI of a new empty database, its reads going to the replica."""
+    name = postgres.create_database(f"t{uuid.uuid4().hex[:12]}")
+    return f"{postgres.primary.uri(name)}?read_port={postgres.replica.port}"

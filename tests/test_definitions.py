@@ -136,6 +136,9 @@ def test_file_errors_are_one_line(tmp_path):
     (json.dumps(lists(dyn("x", {"field": "score", "op": "gt", "value": float("nan")}))),
      "not valid JSON: NaN is not a JSON value"),
     ('{"tenants": ["acme"], "lists": [], "n": ' + "9" * 5000 + "}", "not valid JSON"),
+    # ids are keys of text columns, which in PostgreSQL cannot hold NUL
+    (json.dumps(lists(dyn("a\x00b", {"tag": "vip"}))), "neither holding NUL"),
+    (json.dumps(lists(tenants=["ac\x00me"])), "without '/' or NUL"),
 ])
 def test_text_no_table_can_store_is_one_error_line(text, expected):
     from rules import definitions_from_text

@@ -59,6 +59,8 @@ def test_a_tenant_without_lists_is_known_when_declared():
     (record(occurred_at=...), "missing_field"),
     (record(event_id=7), "wrong_type"),
     (record(lead_id=""), "wrong_type"),
+    (record(lead_id="a\x00b"), "wrong_type"),  # ids are text keys: no NUL
+    (record(event_id="\x00"), "wrong_type"),
     (record(type="lead_merged"), "unknown_type"),
     (record(occurred_at="2026-05-01"), "bad_timestamp"),
     (record(occurred_at="2026-05-01T09:00:00"), "bad_timestamp"),  # no offset

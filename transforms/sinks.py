@@ -205,7 +205,7 @@ class WriteBigQueryTables(beam.PTransform):
 
 class WriteTables(beam.PTransform):
     """{'deltas', 'profiles'[, 'dead_letters']} or {'leads'[, 'dead_letters']}
-    PCollections -> the sink's tables ('leads': SQLite and JSON Lines only)."""
+    PCollections -> the sink's tables ('leads': all but BigQuery)."""
 
     def __init__(self, sink):
         super().__init__()

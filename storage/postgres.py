@@ -1,0 +1,406 @@
+"""The server sink: the four tables in a PostgreSQL database, read from a replica if named.
+
+`postgresql://USER[:PASSWORD]@HOST:PORT/DB[?read_host=H&read_port=P]`. A batch is one
+transaction: its rows are copied (COPY) into temporary tables of the connection, then
+merged with one statement per table, in key order so that two writers never wait on
+each other in opposite orders. Semantics and ids are the SQLite sink's: a delta already
+there is skipped, the last delta of a batch for a (tenant, list, lead) decides its
+membership, the last profile of a lead replaces the stored one. Each worker process
+keeps one pool of connections per server.
+
+Reads go to the replica when one is named, but only once it has replayed what the
+primary had written when the store last looked (a fence renewed every FENCE_SECONDS):
+a summary after a job sees the whole job, and a lead resumed after a restart sees its
+last profile. When the replica lags more than REPLICA_WAIT_SECONDS behind that point,
+the read goes to the primary.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import re
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from schemas import tables
+from storage import IncompatibleSink
+from storage.rows import delta_values, membership_changes, ordered
+
+T = tables
+SCHEMA_VERSION = 1
+POOL_SIZE = 4
+CONNECT_SECONDS = 10
+FENCE_SECONDS = 10.0
+REPLICA_WAIT_SECONDS = 10.0
+_MARK = "dynlists schema "  # the comment on membership_deltas that stamps the version
+_LOG = logging.getLogger(__name__)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_POOLS = {}
+_POOLS_LOCK = threading.Lock()
+_SCHEMES = ("postgresql", "postgres")
+
+
+def split_uri(text):
+    """(write conninfo, read conninfo or None, the URI with its password hidden) of a
+    sink URI; ValueError with a sentence when it is not one."""
+    parts = urlsplit(text)
+    if parts.scheme not in _SCHEMES or not parts.hostname or not parts.path.strip("/"):
+        raise ValueError(f"bad PostgreSQL sink {shown_uri(text)!r}: use "
+                         "postgresql://USER@HOST:PORT/DATABASE[?read_host=HOST&read_port=PORT]")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    read_host, read_port = query.pop("read_host", None), query.pop("read_port", None)
+    if read_port is not None and not read_port.isdigit():
+        raise ValueError(f"bad PostgreSQL sink {shown_uri(text)!r}: read_port must be a "
+                         "port number")
+    write = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(query), ""))
+    read = None
+    if read_host or read_port:
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0] + "@" if len(netloc) == 2 else ""
+        host = read_host or parts.hostname
+        host = f"[{host}]" if ":" in host else host
+        port = read_port or (str(parts.port) if parts.port else "")
+        read = urlunsplit(("postgresql", f"{user}{host}{':' + port if port else ''}",
+                           parts.path, urlencode(query), ""))
+    return write, read, shown_uri(text)
+
+
+def shown_uri(text):
+    """The URI with any password replaced by ***, for messages."""
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", text or "")
+
+
+def _pool(conninfo, writes=True):
+    """This process's pool of connections to `conninfo` (made on first use); a pool
+    that `writes` has its staging tables (a replica cannot have them)."""
+    from psycopg_pool import ConnectionPool
+    key = (os.getpid(), conninfo, writes)
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = ConnectionPool(
+                conninfo, min_size=1, max_size=POOL_SIZE,
+                configure=_configure if writes else _configure_reads,
+                kwargs={"connect_timeout": CONNECT_SECONDS}, open=True,
+                name=f"dynlists-{len(_POOLS)}")
+    return pool
+
+
+@atexit.register
+def _close_pools():
+    with _POOLS_LOCK:
+        pools = [pool for (pid, *_), pool in _POOLS.items() if pid == os.getpid()]
+        _POOLS.clear()
+    for pool in pools:
+        pool.close()
+
+
+def _configure_reads(conn):
+    """A new connection: json is read as the text stored."""
+    from psycopg.types.string import TextLoader
+    conn.adapters.register_loader("json", TextLoader)
+
+
+def _configure(conn):
+    """A new connection of a pool that writes: also its staging tables."""
+    _configure_reads(conn)
+    conn.autocommit = True
+    for statement in _STAGING:
+        conn.execute(statement)
+    conn.autocommit = False
+
+
+_STAGED = (T.MEMBERSHIP_DELTAS, T.LIST_MEMBERSHIPS, T.DEAD_LETTERS, T.LEAD_PROFILES)
+_STAGING = [f"CREATE TEMPORARY TABLE IF NOT EXISTS stage_{table} (LIKE {table}) "
+            "ON COMMIT DELETE ROWS" for table in _STAGED] + [
+    "CREATE TEMPORARY TABLE IF NOT EXISTS stage_leaves (tenant_id TEXT COLLATE \"C\", "
+    "list_id TEXT COLLATE \"C\", lead_id TEXT COLLATE \"C\") ON COMMIT DELETE ROWS"]
+
+
+def _merge(table, update):
+    key = T.SQLITE_KEYS[table]
+    names = T.column_names(table)
+    sql = (f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(names)} "
+           f"FROM stage_{table} ORDER BY {', '.join(key)} ON CONFLICT ({', '.join(key)}) ")
+    if not update:
+        return sql + "DO NOTHING"
+    return sql + "DO UPDATE SET " + ", ".join(
+        f"{name} = EXCLUDED.{name}" for name in names if name not in key)
+
+
+_MERGE = {T.MEMBERSHIP_DELTAS: _merge(T.MEMBERSHIP_DELTAS, False),
+          T.LIST_MEMBERSHIPS: _merge(T.LIST_MEMBERSHIPS, True),
+          T.DEAD_LETTERS: _merge(T.DEAD_LETTERS, False),
+          T.LEAD_PROFILES: _merge(T.LEAD_PROFILES, True)}
+_LEAVE = (f"DELETE FROM {T.LIST_MEMBERSHIPS} m USING stage_leaves s "
+          "WHERE m.tenant_id = s.tenant_id AND m.lead_id = s.lead_id "
+          "AND m.list_id = s.list_id")
+
+
+def _fence(conn):
+    """A position in the primary's log at or after the commit of every transaction
+    committed so far, that the log will surely reach a replica up to.
+
+    A transaction that writes to the log and commits synchronously flushes it up to its
+    commit, past every commit before it (asynchronous ones too); a message in the log is
+    the smallest such write. The insert position alone would do as a bound, but the
+    last bytes of an idle server's log can stay unsent."""
+    import psycopg
+    try:
+        with conn.transaction():
+            conn.execute("SET LOCAL synchronous_commit = on")
+            conn.execute("SELECT pg_logical_emit_message(true, 'dynlists', 'fence')")
+        return conn.execute("SELECT pg_current_wal_flush_lsn()").fetchone()[0]
+    except psycopg.errors.InsufficientPrivilege:
+        return conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+
+
+def _micros_text(value):
+    from rules.values import format_ts
+    return format_ts((value - _EPOCH) // timedelta(microseconds=1))
+
+
+class PostgresStore:
+    """The tables in one database. `create`: make them when missing (a job's sink);
+    otherwise (a command that only reads) the tables must be there, and are checked on
+    the replica when one is named, so reads go on while the primary is down."""
+
+    def __init__(self, location, create=True, primary_only=False):
+        self.write_info, self.read_info, self.shown = split_uri(location)
+        self._fenced_at = None
+        self._check_schema(create, primary_only)
+
+    @property
+    def pool(self):
+        return _pool(self.write_info)
+
+    @property
+    def replica(self):
+        return _pool(self.read_info, writes=False) if self.read_info else None
+
+    # -- the schema -----------------------------------------------------------------------
+    def _connect(self, info=None):
+        import psycopg
+        return psycopg.connect(info or self.write_info, connect_timeout=CONNECT_SECONDS,
+                               autocommit=True)
+
+    def _check_schema(self, create, primary_only):
+        """Create the tables when there are none (create=True), refuse a database whose
+        tables are not this version's; IncompatibleSink says why. With the primary down
+        (and not `primary_only`), the replica's tables are checked instead: reads go on,
+        writes fail as they would anyway."""
+        import psycopg
+        try:
+            if create:
+                return self._create_schema()
+            with self._connect() as conn:
+                stamp, missing = self._stamp(conn)
+        except psycopg.OperationalError:
+            if not self.read_info or primary_only:
+                raise
+            with self._connect(self.read_info) as conn:
+                stamp, missing = self._stamp(conn)
+        if len(missing) == len(T.TABLES):
+            raise FileNotFoundError(f"no dynlists tables in {self.shown}")
+
+    def _create_schema(self):
+        with self._connect() as conn:
+            stamp, missing = self._stamp(conn)
+            if stamp == SCHEMA_VERSION and not missing:
+                return
+            with conn.transaction():
+                # one creator at a time: concurrent CREATE TABLE IF NOT EXISTS can fail
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext('dynlists schema'))")
+                stamp, missing = self._stamp(conn)
+                if stamp not in (None, SCHEMA_VERSION):
+                    raise IncompatibleSink(self.shown, (
+                        f"made by a newer version of dynlists (schema {stamp}, this one "
+                        f"reads up to {SCHEMA_VERSION}): upgrade dynlists to use it"))
+                for table in missing:
+                    for statement in T.postgres_ddl(table):
+                        conn.execute(statement)
+                conn.execute(f"COMMENT ON TABLE {T.MEMBERSHIP_DELTAS} IS "
+                             f"'{_MARK}{SCHEMA_VERSION}'")
+
+    def _stamp(self, conn):
+        """(stamped version or None, names of missing tables); IncompatibleSink for
+        tables of the same names that are not dynlists' own."""
+        found = {}
+        for table, column in conn.execute(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = ANY(%s) "
+                "ORDER BY table_name, ordinal_position", (list(T.TABLES),)):
+            found.setdefault(table, []).append(column)
+        for table, columns in found.items():
+            if columns != T.column_names(table):
+                raise IncompatibleSink(self.shown, (
+                    f"not a dynlists database (its table {table} has the columns "
+                    f"{', '.join(columns[:5])}): name another database for the sink"))
+        comment = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')",
+                               (T.MEMBERSHIP_DELTAS,)).fetchone()[0]
+        stamp = None
+        if comment and comment.startswith(_MARK) and comment[len(_MARK):].isdigit():
+            stamp = int(comment[len(_MARK):])
+        elif T.MEMBERSHIP_DELTAS in found:
+            raise IncompatibleSink(self.shown, "not a dynlists database (its table "
+                                   f"{T.MEMBERSHIP_DELTAS} is not stamped by dynlists): "
+                                   "name another database for the sink")
+        if stamp is not None and stamp > SCHEMA_VERSION:
+            raise IncompatibleSink(self.shown, (
+                f"made by a newer version of dynlists (schema {stamp}, this one reads up "
+                f"to {SCHEMA_VERSION}): upgrade dynlists to use it"))
+        return stamp, [table for table in T.TABLES if table not in found]
+
+    # -- writing --------------------------------------------------------------------------
+    def write(self, batch):
+        """Write {table: [row, ...]} in one transaction; returns the number of new deltas."""
+        dead = [ordered(T.DEAD_LETTERS, r) for r in batch.get(T.DEAD_LETTERS, ())]
+        return self._write_values(
+            [ordered(T.MEMBERSHIP_DELTAS, r) for r in batch.get(T.MEMBERSHIP_DELTAS, ())],
+            dead, [ordered(T.LEAD_PROFILES, r) for r in batch.get(T.LEAD_PROFILES, ())])
+
+    def write_deltas(self, deltas, processed_at, profiles=()):
+        """Write Delta records and the profile rows of their leads in one transaction;
+        returns the number of new deltas."""
+        return self._write_values([delta_values(d, processed_at) for d in deltas], (),
+                                  [ordered(T.LEAD_PROFILES, r) for r in profiles])
+
+    def _write_values(self, deltas, dead, profiles):
+        joins, leaves = membership_changes(deltas)
+        # the last profile of a lead wins, as each replaces the one before
+        profiles = list({(p[0], p[1]): p for p in profiles}.values())
+        new = 0
+        with self.pool.connection() as conn:
+            with conn.cursor() as cursor:
+                for table, rows in ((T.MEMBERSHIP_DELTAS, deltas), (T.DEAD_LETTERS, dead),
+                                    (T.LIST_MEMBERSHIPS, joins), (T.LEAD_PROFILES, profiles)):
+                    if rows:
+                        _copy(cursor, f"stage_{table}", rows)
+                        cursor.execute(_MERGE[table])
+                        if table == T.MEMBERSHIP_DELTAS:
+                            new = cursor.rowcount
+                if leaves:
+                    _copy(cursor, "stage_leaves", leaves)
+                    cursor.execute(_LEAVE)
+            conn.commit()  # before the pool takes the connection back
+        return new
+
+    # -- reading --------------------------------------------------------------------------
+    def _reader(self):
+        """The pool to read from: the replica once it has replayed the primary's writes
+        up to a fence at most FENCE_SECONDS old; the primary otherwise."""
+        import psycopg
+        if self.read_info is None:
+            return self.pool
+        now = time.monotonic()
+        if self._fenced_at is not None and now - self._fenced_at < FENCE_SECONDS:
+            return self.replica
+        try:
+            with self._connect() as conn:
+                target = _fence(conn)
+        except psycopg.OperationalError as err:
+            # nothing writes without the primary: the replica has all there is to read
+            _LOG.warning("the primary of %s cannot be reached (%s); reading from the "
+                         "replica", self.shown, " ".join(str(err).split())[:200])
+            return self.replica
+        deadline = now + REPLICA_WAIT_SECONDS
+        with self.replica.connection() as conn:
+            while True:
+                replayed = conn.execute(
+                    "SELECT COALESCE(pg_last_wal_replay_lsn() >= %s::pg_lsn, TRUE)",
+                    (target,)).fetchone()[0]
+                conn.rollback()
+                if replayed:
+                    self._fenced_at = now
+                    return self.replica
+                if time.monotonic() > deadline:
+                    _LOG.warning("the read replica of %s has not replayed the primary's "
+                                 "writes after %.0f s; reading from the primary",
+                                 self.shown, REPLICA_WAIT_SECONDS)
+                    return self.pool
+                time.sleep(0.01)
+
+    def _query(self, sql, params=()):
+        with self._reader().connection() as conn:
+            cursor = conn.execute(sql, params)
+            names = [d.name for d in cursor.description]
+            found = cursor.fetchall()
+            conn.rollback()
+        return names, found
+
+    def rows(self, table):
+        names, found = self._query(f"SELECT * FROM {table}")
+        return [_row(table, names, values) for values in found]
+
+    def count(self, table):
+        return self._query(f"SELECT COUNT(*) FROM {table}")[1][0][0]
+
+    def memberships(self):
+        return set(self._query(
+            f"SELECT tenant_id, list_id, lead_id FROM {T.LIST_MEMBERSHIPS}")[1])
+
+    def profile(self, tenant_id, lead_id):
+        names, found = self._query(f"SELECT * FROM {T.LEAD_PROFILES} "
+                                   "WHERE tenant_id = %s AND lead_id = %s",
+                                   (tenant_id, lead_id))
+        return _row(T.LEAD_PROFILES, names, found[0]) if found else None
+
+    def profiles(self):
+        return self.rows(T.LEAD_PROFILES)
+
+    def lead_keys(self):
+        return [key for page in self.lead_key_pages() for key in page]
+
+    def lead_key_pages(self, page_size=500):
+        """Lists of at most `page_size` (tenant_id, lead_id) of the stored profiles, in key
+        order, each one range read of the key index from the last key handed out."""
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        first = (f"SELECT tenant_id, lead_id FROM {T.LEAD_PROFILES} "
+                 "ORDER BY tenant_id, lead_id LIMIT %s")
+        after = (f"SELECT tenant_id, lead_id FROM {T.LEAD_PROFILES} "
+                 "WHERE (tenant_id, lead_id) > (%s, %s) ORDER BY tenant_id, lead_id LIMIT %s")
+        page = [tuple(r) for r in self._query(first, (page_size,))[1]]
+        while page:
+            yield page
+            if len(page) < page_size:
+                return
+            page = [tuple(r) for r in self._query(after, (*page[-1], page_size))[1]]
+
+    def list_sizes(self):
+        return [tuple(r) for r in self._query(
+            f"SELECT tenant_id, list_id, COUNT(*) AS n FROM {T.LIST_MEMBERSHIPS} "
+            "GROUP BY tenant_id, list_id ORDER BY n DESC, tenant_id, list_id")[1]]
+
+    def delta_counts(self):
+        return dict(self._query(
+            f"SELECT action, COUNT(*) FROM {T.MEMBERSHIP_DELTAS} GROUP BY action")[1])
+
+    def served_by_replica(self):
+        """Whether this store's reads go to a replica now."""
+        return self.read_info is not None and self._reader() is self.replica
+
+    def close(self):
+        pass  # the pools are the process's, closed when it exits
+
+
+_TIMES = {table: {c.name for c in columns if c.type == "TIMESTAMP"}
+          for table, columns in T.TABLES.items()}
+
+
+def _row(table, names, values):
+    """A row as the other sinks give it: times as RFC 3339 text, JSON as its text."""
+    times = _TIMES[table]
+    return {name: (_micros_text(value) if name in times and value is not None else value)
+            for name, value in zip(names, values)}
+
+
+def _copy(cursor, target, rows):
+    with cursor.copy(f"COPY {target} FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
