@@ -11,7 +11,8 @@ keeps one pool of connections per server.
 Reads go to the replica when one is named, but only once it has replayed what the
 primary had written when the store last looked (a fence renewed every FENCE_SECONDS):
 a summary after a job sees the whole job, and a lead resumed after a restart sees its
-last profile. When the replica lags more than REPLICA_WAIT_SECONDS behind that point,
+last profile. A store that has written since its fence takes a new one before it reads
+(a worker process outlives a job on some runners). When the replica lags more than REPLICA_WAIT_SECONDS behind that point,
 the read goes to the primary.
 """
 
@@ -287,6 +288,7 @@ class PostgresStore:
                     _copy(cursor, "stage_leaves", leaves)
                     cursor.execute(_LEAVE)
             conn.commit()  # before the pool takes the connection back
+        self._fenced_at = None  # this store reads its own writes: a new fence
         return new
 
     # -- reading --------------------------------------------------------------------------

@@ -154,7 +154,7 @@ def test_two_worker_processes_write_the_same_tables_to_postgresql(tmp_path, post
 
 # -- reads from the replica --------------------------------------------------------------
 def _write_one(sink, cause):
-    store = open_store(sink)
+    store = open_store(sink) if isinstance(sink, str) else sink
     store.write_deltas([make_delta("t", "L", "a", True, 1_700_000_000_000_000, cause, 0, 1)],
                        STAMP)
 
@@ -175,10 +175,13 @@ def test_reads_wait_for_the_replica_or_go_to_the_primary(postgres, postgres_sink
             # the replica has not replayed the write: the read goes to the primary
             assert open_store(postgres_sink).count(T.MEMBERSHIP_DELTAS) == 1
             assert not open_store(postgres_sink).served_by_replica()
+            # a store reads its own writes, however fresh its last fence
+            _write_one(store, "e2")
+            assert store.count(T.MEMBERSHIP_DELTAS) == 2
         finally:
             replica.execute("SELECT pg_wal_replay_resume()")
     fresh = open_store(postgres_sink)
-    assert fresh.served_by_replica() and fresh.count(T.MEMBERSHIP_DELTAS) == 1
+    assert fresh.served_by_replica() and fresh.count(T.MEMBERSHIP_DELTAS) == 2
 
 
 def test_explain_is_served_by_the_replica_while_the_primary_is_down(tmp_path):
