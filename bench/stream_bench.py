@@ -396,7 +396,7 @@ def check_job(job, folder, caught_up=True):
         for body in job.published:
             handle.write(body + b"\n")
     leads = {json.loads(body)["lead_id"] for body in job.published}
-    counts = table_counts(job.db)
+    counts = table_counts(f"sqlite:///{job.db}")
     profiles, dead = counts["lead_profiles"], counts["dead_letters"]
     failures = []
     if dead or (caught_up and profiles != len(leads)):

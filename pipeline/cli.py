@@ -129,6 +129,34 @@ def prepare_sink(sink):
         ensure_views(*uri.location.split(".", 1))
 
 
+def prepare_deltas_topic(topic, sink):
+    """Before a job that publishes deltas: the topic exists (created if missing), the
+    sink has an outbox, and deltas an earlier job left in it are published now."""
+    if not topic:
+        return
+    from pipeline import pubsub
+    from pipeline.options import UsageError
+    from storage import open_store, parse_sink_uri
+    from storage.topic import drain
+    try:
+        pubsub.check_topic(topic)
+    except ValueError as err:
+        raise UsageError(f"--deltas_topic: {err}") from None
+    scheme = parse_sink_uri(sink).scheme
+    if scheme not in ("sqlite", "postgresql"):
+        raise UsageError(f"--deltas_topic needs a sqlite or postgresql sink, whose "
+                         f"transactions publish only committed deltas; not {scheme}")
+    pubsub.ensure_topic(topic)
+    store = open_store(sink)
+    try:
+        left = pubsub._admin(lambda: drain(store, topic), f"publishing to {topic}")
+    finally:
+        store.close()
+    if left:
+        print(f"published {left} deltas an earlier job committed but had not published",
+              file=sys.stderr)
+
+
 def _timestamp(text, name):
     from pipeline.options import UsageError
     try:
@@ -156,8 +184,9 @@ def cmd_backfill(argv):
     logging.getLogger().setLevel(logging.WARNING)
     started = time.time()
     prepare_sink(ours.sink)
+    prepare_deltas_topic(ours.deltas_topic, ours.sink)
     pipeline = beam.Pipeline(options=options)
-    build_backfill(pipeline, ours.events, doc, ours.sink, as_of)
+    build_backfill(pipeline, ours.events, doc, ours.sink, as_of, ours.deltas_topic)
     result = pipeline.run()
     result.wait_until_finish()
     return print_summary(result, ours.sink, time.time() - started)

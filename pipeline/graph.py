@@ -20,10 +20,12 @@ from transforms.pubsub import SWEEPS, ReadControl, ReadPubSubRecords
 from transforms.sinks import WriteTables
 
 
-def parse_evaluate_write(records, definitions, evaluate, sink, dead_letters=()):
+def parse_evaluate_write(records, definitions, evaluate, sink, dead_letters=(),
+                         deltas_topic=None):
     """The steps batch and streaming share once records are read: parse (dead letters
-    aside), evaluate each lead, write the tables. `dead_letters`: more of them, from
-    elsewhere (the control subscription)."""
+    aside), evaluate each lead, write the tables (and publish the new deltas to
+    `deltas_topic`). `dead_letters`: more of them, from elsewhere (the control
+    subscription)."""
     parsed = records | "Parse" >> ParseEvents(definitions)
     evaluated = parsed[EVENTS] | "Evaluate" >> evaluate
     dead = ((parsed[DEAD_LETTERS], evaluated[EVALUATION_DEAD_LETTERS], *dead_letters)
@@ -34,11 +36,11 @@ def parse_evaluate_write(records, definitions, evaluate, sink, dead_letters=()):
     else:
         outputs.update(deltas=evaluated[DELTAS], profiles=evaluated[PROFILES])
     if sink:
-        outputs | "WriteTables" >> WriteTables(sink)
+        outputs | "WriteTables" >> WriteTables(sink, deltas_topic)
     return outputs
 
 
-def build_backfill(p, events_glob, doc, sink, as_of_us=None):
+def build_backfill(p, events_glob, doc, sink, as_of_us=None, deltas_topic=None):
     """Batch: event files into the sink. Returns the main PCollections by name: every
     sink but BigQuery takes each lead's rows as one element ('leads'); BigQuery (and no
     sink) its deltas and profile apart ('deltas', 'profiles')."""
@@ -47,11 +49,12 @@ def build_backfill(p, events_glob, doc, sink, as_of_us=None):
     as_of = None if as_of_us is None else p | "AsOf" >> beam.Create([as_of_us])
     per_lead = bool(sink) and parse_sink_uri(sink).scheme != "bigquery"
     return parse_evaluate_write(records, definitions,
-                                EvaluateLeads(definitions, as_of, per_lead), sink)
+                                EvaluateLeads(definitions, as_of, per_lead), sink,
+                                deltas_topic=deltas_topic)
 
 
 def build_stream(p, subscription, lists_path, refresh_seconds, sink, resume=True,
-                 reader="native", control_subscription=None):
+                 reader="native", control_subscription=None, deltas_topic=None):
     """Streaming: a Pub/Sub subscription into the sink; definitions polled from a file,
     sweeps read from `control_subscription` (None: no sweeps).
     `reader` is 'native' (the runner's ReadFromPubSub) or 'pull' (portable runners)."""
@@ -62,4 +65,5 @@ def build_stream(p, subscription, lists_path, refresh_seconds, sink, resume=True
         sweeps, dead = control[SWEEPS], (control[CONTROL_DEAD_LETTERS],)
     evaluate = EvaluateLeadsStreaming(lists_path, refresh_seconds, sink, resume,
                                       sweeps=sweeps)
-    return parse_evaluate_write(records, (lists_path, refresh_seconds), evaluate, sink, dead)
+    return parse_evaluate_write(records, (lists_path, refresh_seconds), evaluate, sink, dead,
+                                deltas_topic)

@@ -28,6 +28,9 @@ class DynListsOptions(PipelineOptions):
                                            "the end of a backfill (default: latest event)")
         group.add_argument("--subscription", help="projects/P/subscriptions/S to read")
         group.add_argument("--topic", help="projects/P/topics/T: create a subscription on it")
+        group.add_argument("--deltas_topic",
+                           help="projects/P/topics/T: publish every new delta there after "
+                                "its commit (at least once; sqlite and postgresql sinks)")
         group.add_argument("--control_subscription",
                            help="streaming: projects/P/subscriptions/S of control messages "
                                 "(sweeps); default: one the launcher creates beside the "

@@ -121,7 +121,8 @@ class FixFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput("profiles", profile_row(tenant, lead, state, now_us()))
 
 
-def build_reconcile(p, sink, doc, report_dir, fix=False, as_of=None, run_id=None):
+def build_reconcile(p, sink, doc, report_dir, fix=False, as_of=None, run_id=None,
+                    deltas_topic=None):
     definitions = p | "Definitions" >> beam.Create([doc])
     as_of_pc = p | "AsOf" >> beam.Create([as_of or 0])
     profiles = p | "ReadProfiles" >> ReadStoredTable(sink, tables.LEAD_PROFILES)
@@ -147,7 +148,7 @@ def build_reconcile(p, sink, doc, report_dir, fix=False, as_of=None, run_id=None
                  | "Correct" >> beam.ParDo(FixFn(run_id)).with_outputs("profiles",
                                                                        main="deltas"))
         {"deltas": fixed["deltas"], "profiles": fixed["profiles"]} | "WriteFixes" >> \
-            WriteTables(sink)
+            WriteTables(sink, deltas_topic)
 
 
 def read_report(report_dir, prefix="report"):
@@ -160,7 +161,7 @@ def read_report(report_dir, prefix="report"):
 
 
 def run_reconcile(argv):
-    from pipeline.cli import _job_options, _timestamp, usable_sink
+    from pipeline.cli import _job_options, _timestamp, prepare_deltas_topic, usable_sink
     from pipeline.options import UsageError
     from transforms.definitions import read_definitions
     options, ours = _job_options(argv, "lists", "sink")
@@ -171,10 +172,15 @@ def run_reconcile(argv):
     as_of = _timestamp(ours.as_of, "as_of") if ours.as_of else None
     _, doc = read_definitions(ours.lists)
     fix = ours.fix
+    if ours.deltas_topic and not fix:
+        raise UsageError("--deltas_topic applies to reconcile --fix only (it writes deltas)")
+    if fix:
+        prepare_deltas_topic(ours.deltas_topic, ours.sink)
     report_dir = ours.report_dir or tempfile.mkdtemp(prefix="reconcile-")
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     pipeline = beam.Pipeline(options=options)
-    build_reconcile(pipeline, ours.sink, doc, report_dir, fix, as_of, run_id)
+    build_reconcile(pipeline, ours.sink, doc, report_dir, fix, as_of, run_id,
+                    ours.deltas_topic)
     pipeline.run().wait_until_finish()
     rows = read_report(report_dir)
     differ = [r for r in rows if r["missing"] or r["extra"]]

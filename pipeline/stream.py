@@ -51,7 +51,7 @@ def run_stream(argv):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
     from pipeline import pubsub
-    from pipeline.cli import _job_options, prepare_sink
+    from pipeline.cli import _job_options, prepare_deltas_topic, prepare_sink
     from pipeline.graph import build_stream
     from transforms.definitions import read_definitions
     options, ours = _job_options(argv, "lists", "sink")
@@ -88,11 +88,12 @@ def run_stream(argv):
               file=sys.stderr)
     resume = ours.resume_from_sink != "no"
     prepare_sink(ours.sink)
+    prepare_deltas_topic(ours.deltas_topic, ours.sink)
     pipeline = beam.Pipeline(options=options)
     from transforms.pubsub import reader_for
     reader = reader_for(options.view_as(StandardOptions).runner, ours.pubsub_reader)
     build_stream(pipeline, subscription, ours.lists, ours.definitions_refresh_seconds,
-                 ours.sink, resume, reader, control)
+                 ours.sink, resume, reader, control, ours.deltas_topic)
     from transforms.pubsub import (DRAIN_FINISHES_READS, DRAINING, drain_direct_reads,
                                    runner_name)
     DRAINING.clear()

@@ -123,6 +123,19 @@ def postgres_ddl(table):
     return ddl
 
 
+# Not one of SPEC's tables: the deltas committed and not yet published to the deltas
+# topic (--deltas_topic), keyed as membership_deltas is. In SQLite it is made by the
+# first job that publishes; in PostgreSQL with the other tables.
+DELTA_OUTBOX = "delta_outbox"
+OUTBOX_KEY = SQLITE_KEYS[MEMBERSHIP_DELTAS]
+
+
+def outbox_ddl(text_type="TEXT"):
+    cols = ", ".join(f"{name} {text_type} NOT NULL" for name in OUTBOX_KEY)
+    return (f"CREATE TABLE IF NOT EXISTS {DELTA_OUTBOX} ({cols}, "
+            f"PRIMARY KEY ({', '.join(OUTBOX_KEY)}))")
+
+
 def bigquery_schema(table):
     """The table's schema in BigQuery's JSON form ({'fields': [...]})."""
     return {"fields": [{"name": c.name, "type": c.type, "mode": c.mode,

@@ -137,6 +137,9 @@ _MERGE = {T.MEMBERSHIP_DELTAS: _merge(T.MEMBERSHIP_DELTAS, False),
           T.LIST_MEMBERSHIPS: _merge(T.LIST_MEMBERSHIPS, True),
           T.DEAD_LETTERS: _merge(T.DEAD_LETTERS, False),
           T.LEAD_PROFILES: _merge(T.LEAD_PROFILES, True)}
+_MERGE_QUEUED = (f"WITH new AS ({_MERGE[T.MEMBERSHIP_DELTAS]} RETURNING "
+                 f"{', '.join(T.OUTBOX_KEY)}), queued AS (INSERT INTO {T.DELTA_OUTBOX} "
+                 f"SELECT * FROM new ON CONFLICT DO NOTHING) SELECT delta_id FROM new")
 _LEAVE = (f"DELETE FROM {T.LIST_MEMBERSHIPS} m USING stage_leaves s "
           "WHERE m.tenant_id = s.tenant_id AND m.lead_id = s.lead_id "
           "AND m.list_id = s.list_id")
@@ -211,7 +214,7 @@ class PostgresStore:
     def _create_schema(self):
         with self._connect() as conn:
             stamp, missing = self._stamp(conn)
-            if stamp == SCHEMA_VERSION and not missing:
+            if stamp == SCHEMA_VERSION and not missing and _has_outbox(conn):
                 return
             with conn.transaction():
                 # one creator at a time: concurrent CREATE TABLE IF NOT EXISTS can fail
@@ -224,6 +227,7 @@ class PostgresStore:
                 for table in missing:
                     for statement in T.postgres_ddl(table):
                         conn.execute(statement)
+                conn.execute(T.outbox_ddl('TEXT COLLATE "C"'))
                 conn.execute(f"COMMENT ON TABLE {T.MEMBERSHIP_DELTAS} IS "
                              f"'{_MARK}{SCHEMA_VERSION}'")
 
@@ -270,26 +274,68 @@ class PostgresStore:
         return self._write_values([delta_values(d, processed_at) for d in deltas], (),
                                   [ordered(T.LEAD_PROFILES, r) for r in profiles])
 
-    def _write_values(self, deltas, dead, profiles):
+    def write_queued(self, deltas, processed_at, profiles=()):
+        """As write_deltas, and the new deltas also go to the outbox in the same
+        transaction (for the deltas topic); returns their rows (tuples in column order)."""
+        return self._write_values([delta_values(d, processed_at) for d in deltas], (),
+                                  [ordered(T.LEAD_PROFILES, r) for r in profiles],
+                                  queue=True)
+
+    def _write_values(self, deltas, dead, profiles, queue=False):
         joins, leaves = membership_changes(deltas)
         # the last profile of a lead wins, as each replaces the one before
         profiles = list({(p[0], p[1]): p for p in profiles}.values())
-        new = 0
+        new = [] if queue else 0
         with self.pool.connection() as conn:
             with conn.cursor() as cursor:
                 for table, rows in ((T.MEMBERSHIP_DELTAS, deltas), (T.DEAD_LETTERS, dead),
                                     (T.LIST_MEMBERSHIPS, joins), (T.LEAD_PROFILES, profiles)):
-                    if rows:
-                        _copy(cursor, f"stage_{table}", rows)
-                        cursor.execute(_MERGE[table])
-                        if table == T.MEMBERSHIP_DELTAS:
-                            new = cursor.rowcount
+                    if not rows:
+                        continue
+                    _copy(cursor, f"stage_{table}", rows)
+                    if table == T.MEMBERSHIP_DELTAS and queue:
+                        cursor.execute(_MERGE_QUEUED)
+                        ids = {found for (found,) in cursor.fetchall()}
+                        new = list({v[0]: v for v in deltas if v[0] in ids}.values())
+                        continue
+                    cursor.execute(_MERGE[table])
+                    if table == T.MEMBERSHIP_DELTAS:
+                        new = cursor.rowcount
                 if leaves:
                     _copy(cursor, "stage_leaves", leaves)
                     cursor.execute(_LEAVE)
             conn.commit()  # before the pool takes the connection back
         self._fenced_at = None  # this store reads its own writes: a new fence
         return new
+
+    def queued(self, limit=1000, written_before=None):
+        """Rows (tuples in column order) of at most `limit` deltas in the outbox, those
+        written before the RFC 3339 time `written_before` only, when given. Read from
+        the primary: the outbox is the writers' own."""
+        keys = ", ".join(T.OUTBOX_KEY)
+        where, params = "", (limit,)
+        if written_before is not None:
+            where, params = "WHERE d.processed_at < %s::timestamptz", (written_before, limit)
+        with self.pool.connection() as conn:
+            cursor = conn.execute(
+                f"SELECT d.* FROM {T.DELTA_OUTBOX} o JOIN {T.MEMBERSHIP_DELTAS} d "
+                f"USING ({keys}) {where} ORDER BY d.processed_at LIMIT %s", params)
+            names = [d.name for d in cursor.description]
+            found = cursor.fetchall()
+            conn.rollback()
+        return [tuple(_row(T.MEMBERSHIP_DELTAS, names, values).values())
+                for values in found]
+
+    def unqueue(self, rows):
+        """Take the deltas of these rows out of the outbox (they are published)."""
+        if not rows:
+            return
+        with self.pool.connection() as conn:
+            conn.execute(f"DELETE FROM {T.DELTA_OUTBOX} WHERE (tenant_id, lead_id, "
+                         "delta_id) IN (SELECT * FROM unnest(%s::text[], %s::text[], "
+                         "%s::text[]))", ([v[1] for v in rows], [v[2] for v in rows],
+                                          [v[0] for v in rows]))
+            conn.commit()
 
     # -- reading --------------------------------------------------------------------------
     def _reader(self):
@@ -399,6 +445,11 @@ def _row(table, names, values):
     times = _TIMES[table]
     return {name: (_micros_text(value) if name in times and value is not None else value)
             for name, value in zip(names, values)}
+
+
+def _has_outbox(conn):
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                        (T.DELTA_OUTBOX,)).fetchone()[0]
 
 
 def _copy(cursor, target, rows):

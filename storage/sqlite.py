@@ -75,6 +75,7 @@ class SqliteStore:
         names = [name for (name,) in db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' "
             "AND name NOT LIKE 'sqlite!_%' ESCAPE '!'")]
+        names = [name for name in names if name != T.DELTA_OUTBOX]  # optional, ours
         ours = [name for name in names if name in T.TABLES]
         if stamped > SCHEMA_VERSION:
             if names and not ours:
@@ -176,8 +177,16 @@ class SqliteStore:
         return self._write_values([delta_values(d, processed_at) for d in deltas], (),
                                   [ordered(T.LEAD_PROFILES, r) for r in profiles])
 
-    def _write_values(self, deltas, dead, profiles):
-        """Rows as tuples in column order, written in one transaction.
+    def write_queued(self, deltas, processed_at, profiles=()):
+        """As write_deltas, and the new deltas also go to the outbox in the same
+        transaction (for the deltas topic); returns their rows (tuples in column order)."""
+        return self._write_values([delta_values(d, processed_at) for d in deltas], (),
+                                  [ordered(T.LEAD_PROFILES, r) for r in profiles],
+                                  queue=True)
+
+    def _write_values(self, deltas, dead, profiles, queue=False):
+        """Rows as tuples in column order, written in one transaction; the number of new
+        deltas, or (`queue`) their rows, queued in the outbox.
 
         Everything is prepared before the write lock is taken, so that worker processes
         writing the same file hold it only for the inserts.
@@ -187,6 +196,10 @@ class SqliteStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             new = self._insert_deltas(deltas)
+            if queue:
+                db.execute(T.outbox_ddl())
+                db.executemany(f"INSERT OR IGNORE INTO {T.DELTA_OUTBOX} VALUES (?, ?, ?)",
+                               [(v[1], v[2], v[0]) for v in new])
             db.executemany(
                 f"INSERT OR REPLACE INTO {T.LIST_MEMBERSHIPS} "
                 "(tenant_id, list_id, lead_id, since, seq) VALUES (?, ?, ?, ?, ?)", joins)
@@ -199,7 +212,33 @@ class SqliteStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return len(new)
+        return new if queue else len(new)
+
+    def queued(self, limit=1000, written_before=None):
+        """Rows (tuples in column order) of at most `limit` deltas in the outbox, those
+        written before the RFC 3339 time `written_before` only, when given."""
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = ?",
+                               (T.DELTA_OUTBOX,)).fetchone():
+            return []
+        keys = ", ".join(T.OUTBOX_KEY)
+        where, params = "", (limit,)
+        if written_before is not None:
+            where, params = "WHERE d.processed_at < ?", (written_before, limit)
+        return self.db.execute(
+            f"SELECT d.* FROM {T.DELTA_OUTBOX} o JOIN {T.MEMBERSHIP_DELTAS} d "
+            f"USING ({keys}) {where} ORDER BY d.processed_at LIMIT ?", params).fetchall()
+
+    def unqueue(self, rows):
+        """Take the deltas of these rows out of the outbox (they are published)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(f"DELETE FROM {T.DELTA_OUTBOX} WHERE tenant_id = ? AND "
+                           "lead_id = ? AND delta_id = ?", [(v[1], v[2], v[0]) for v in rows])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _insert_deltas(self, values):
         """Insert the deltas not in the table yet; return them.

@@ -22,6 +22,7 @@ from schemas.records import make_dead_letter
 from storage import parse_sink_uri, shared_store
 from storage.bigquery import SNAPSHOTS, table_schema, written_tables
 from storage.rows import dead_letter_row, delta_row
+from storage.topic import publish_committed
 from transforms.evaluate import LEADS, now_us
 from transforms.definitions import NAMESPACE
 
@@ -49,9 +50,14 @@ def _writer(sink):
     return pool
 
 
-def _write_lead_rows(sink, deltas, profiles):
+def _write_lead_rows(sink, deltas, profiles, deltas_topic=None):
     # the writer thread's own store: a connection is used by one thread only
-    return shared_store(sink).write_deltas(deltas, format_ts(now_us()), profiles)
+    store = shared_store(sink)
+    if not deltas_topic:
+        return store.write_deltas(deltas, format_ts(now_us()), profiles)
+    new = store.write_queued(deltas, format_ts(now_us()), profiles)
+    publish_committed(store, deltas_topic, new)
+    return len(new)
 
 
 def _pending_lead_rows(sink):
@@ -74,9 +80,10 @@ class WriteRowsFn(beam.DoFn):
     its own transaction; LeadRows keep them together there too.)
     """
 
-    def __init__(self, sink, table):
+    def __init__(self, sink, table, deltas_topic=None):
         self.sink = sink
         self.table = table
+        self.deltas_topic = deltas_topic
         self.new_deltas = Metrics.counter(NAMESPACE, "sink_new_deltas")
         self.rows = Metrics.counter(NAMESPACE, "sink_rows")
 
@@ -126,7 +133,7 @@ class WriteRowsFn(beam.DoFn):
             # one transaction: a lead's deltas with its profile (the buffers are handed
             # over as copies: the next rows are already coming in)
             self.in_flight.append((_writer(self.sink).submit(
-                _write_lead_rows, self.sink, first[:], profiles[:]),
+                _write_lead_rows, self.sink, first[:], profiles[:], self.deltas_topic),
                 len(first) + len(profiles)))
             while len(self.in_flight) > IN_FLIGHT:
                 self._written()
@@ -205,11 +212,14 @@ class WriteBigQueryTables(beam.PTransform):
 
 class WriteTables(beam.PTransform):
     """{'deltas', 'profiles'[, 'dead_letters']} or {'leads'[, 'dead_letters']}
-    PCollections -> the sink's tables ('leads': all but BigQuery)."""
+    PCollections -> the sink's tables ('leads': all but BigQuery); with `deltas_topic`
+    (SQLite and PostgreSQL), each new delta is published there after its commit
+    (storage/topic.py)."""
 
-    def __init__(self, sink):
+    def __init__(self, sink, deltas_topic=None):
         super().__init__()
         self.sink = sink
+        self.deltas_topic = deltas_topic
 
     def expand(self, outputs):
         uri = parse_sink_uri(self.sink)
@@ -220,4 +230,5 @@ class WriteTables(beam.PTransform):
                                    ("profiles", tables.LEAD_PROFILES, "WriteProfiles"),
                                    ("dead_letters", tables.DEAD_LETTERS, "WriteDeadLetters")):
             if name in outputs:
-                outputs[name] | label >> beam.ParDo(WriteRowsFn(self.sink, table))
+                outputs[name] | label >> beam.ParDo(
+                    WriteRowsFn(self.sink, table, self.deltas_topic))
