@@ -37,6 +37,7 @@ POOL_SIZE = 4
 CONNECT_SECONDS = 10
 FENCE_SECONDS = 10.0
 REPLICA_WAIT_SECONDS = 10.0
+FRESH_RETRY = 16
 _MARK = "dynlists schema "  # the comment on membership_deltas that stamps the version
 _LOG = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -176,6 +177,7 @@ class PostgresStore:
     def __init__(self, location, create=True, primary_only=False):
         self.write_info, self.read_info, self.shown = split_uri(location)
         self._fenced_at = None
+        self._fresh_wait = {}
         self._check_schema(create, primary_only)
 
     @property
@@ -292,6 +294,10 @@ class PostgresStore:
                                     (T.LIST_MEMBERSHIPS, joins), (T.LEAD_PROFILES, profiles)):
                     if not rows:
                         continue
+                    if self._copied_fresh(cursor, table, rows):
+                        if table == T.MEMBERSHIP_DELTAS:
+                            new = self._queue_fresh(cursor, rows) if queue else len(rows)
+                        continue
                     _copy(cursor, f"stage_{table}", rows)
                     if table == T.MEMBERSHIP_DELTAS and queue:
                         cursor.execute(_MERGE_QUEUED)
@@ -307,6 +313,33 @@ class PostgresStore:
             conn.commit()  # before the pool takes the connection back
         self._fenced_at = None  # this store reads its own writes: a new fence
         return new
+
+    def _copied_fresh(self, cursor, table, rows):
+        """Rows none of whose keys the table holds yet (a backfill's, mostly) are copied
+        straight into it, without staging and merging; False, with nothing written, when
+        one of them is there (then the merge does it). After a miss a table is merged
+        for the next FRESH_RETRY batches without trying: a stream's memberships and
+        profiles are mostly known ones."""
+        import psycopg
+        waiting = self._fresh_wait.get(table, 0)
+        if waiting:
+            self._fresh_wait[table] = waiting - 1
+            return False
+        cursor.execute("SAVEPOINT fresh")
+        try:
+            _copy(cursor, table, _unique(table, rows))
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT fresh")
+            self._fresh_wait[table] = FRESH_RETRY
+            return False
+        cursor.execute("RELEASE SAVEPOINT fresh")
+        return True
+
+    @staticmethod
+    def _queue_fresh(cursor, rows):
+        rows = _unique(T.MEMBERSHIP_DELTAS, rows)
+        _copy(cursor, T.DELTA_OUTBOX, [(v[1], v[2], v[0]) for v in rows])
+        return rows
 
     def queued(self, limit=1000, written_before=None):
         """Rows (tuples in column order) of at most `limit` deltas in the outbox, those
@@ -445,6 +478,23 @@ def _row(table, names, values):
     times = _TIMES[table]
     return {name: (_micros_text(value) if name in times and value is not None else value)
             for name, value in zip(names, values)}
+
+
+_KEY_POSITIONS = {table: [T.column_names(table).index(name) for name in T.SQLITE_KEYS[table]]
+                  for table in T.TABLES}
+
+
+def _unique(table, rows):
+    """The rows with one per key (the first: a repeated delta or dead letter is the same
+    row; memberships and profiles come here already one per key)."""
+    positions = _KEY_POSITIONS[table]
+    seen, kept = set(), []
+    for row in rows:
+        key = tuple(row[i] for i in positions)
+        if key not in seen:
+            seen.add(key)
+            kept.append(row)
+    return kept
 
 
 def _has_outbox(conn):
