@@ -152,6 +152,66 @@ def test_two_worker_processes_write_the_same_tables_to_postgresql(tmp_path, post
     assert tables_of(postgres_sink, WRITE_TIMES) == tables_of(single, WRITE_TIMES)
 
 
+def _record(row, path):
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+    return row
+
+
+def test_bigquery_recorded_rows_give_the_same_tables(tmp_path, monkeypatch):
+    """BigQuery without Google Cloud: the rows the job hands to BigQuery's writers are
+    recorded, loaded into SQLite as the append-only tables, and read through the views'
+    SQL; they give the SQLite sink's four tables (deltas once each by id)."""
+    import sqlite3
+
+    import apache_beam as beam
+
+    from storage.bigquery import SNAPSHOTS, memberships_view_sql, profiles_view_sql
+    from transforms import sinks
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+
+    def record(self, rows, bq_table, spec_table, params, streaming, label):
+        return rows | label >> beam.Map(_record, str(recorded / f"{bq_table}.jsonl"))
+    monkeypatch.setattr(sinks.WriteBigQueryTables, "_write", record)
+    document, _, _, _, _ = sample_events()
+    glob_ = os.path.join(SAMPLE, "events", "*")
+    run_backfill(glob_, document, "bigquery://test-project.dataset")
+    reference = f"sqlite:///{tmp_path}/reference.db"
+    run_backfill(glob_, document, reference)
+
+    db = sqlite3.connect(str(tmp_path / "appended.db"))
+    for name, spec in ((T.MEMBERSHIP_DELTAS, T.MEMBERSHIP_DELTAS),
+                       (T.DEAD_LETTERS, T.DEAD_LETTERS), (SNAPSHOTS, T.LEAD_PROFILES)):
+        names = T.column_names(spec)
+        db.execute(f"CREATE TABLE {name} ({', '.join(names)})")
+        with open(recorded / f"{name}.jsonl", encoding="utf-8") as handle:
+            rows = [json.loads(line) for line in handle]
+        assert rows, name
+        db.executemany(f"INSERT INTO {name} VALUES ({', '.join('?' * len(names))})",
+                       [tuple(row.get(n) for n in names) for row in rows])
+    found = {
+        T.MEMBERSHIP_DELTAS: db.execute(f"SELECT DISTINCT * FROM {T.MEMBERSHIP_DELTAS}"),
+        T.DEAD_LETTERS: db.execute(f"SELECT DISTINCT * FROM {T.DEAD_LETTERS}"),
+        T.LIST_MEMBERSHIPS: db.execute(memberships_view_sql(T.MEMBERSHIP_DELTAS)),
+        T.LEAD_PROFILES: db.execute(profiles_view_sql(SNAPSHOTS,
+                                                      "json_extract(state, '$.seq')")),
+    }
+    store = open_store(reference)
+    try:
+        for table, cursor in found.items():
+            names = [d[0] for d in cursor.description]
+            def norm(name, value):  # SQLite holds booleans as 0 and 1
+                return bool(value) if name == "deleted" else value
+            rows = sorted((tuple((n, norm(n, v)) for n, v in zip(names, values)
+                                 if n not in WRITE_TIMES) for values in cursor), key=repr)
+            kept = sorted((tuple((n, norm(n, row[n])) for n in names if n not in WRITE_TIMES)
+                           for row in store.rows(table)), key=repr)
+            assert rows == kept, table
+    finally:
+        store.close()
+
+
 # -- reads from the replica --------------------------------------------------------------
 def _write_one(sink, cause):
     store = open_store(sink) if isinstance(sink, str) else sink
