@@ -91,16 +91,21 @@ def column_names(table):
     return [c.name for c in TABLES[table]]
 
 
-def sqlite_ddl(table):
-    """The statements creating a table in SQLite (the table, then its indexes);
-    timestamps are RFC 3339 text, JSON is text."""
-    cols = [f"{c.name} {_SQLITE_TYPES[c.type]}{' NOT NULL' if c.mode == 'REQUIRED' else ''}"
+def _ddl(table, types):
+    """The statements creating a table (the table, then its indexes) with `types`."""
+    cols = [f"{c.name} {types[c.type]}{' NOT NULL' if c.mode == 'REQUIRED' else ''}"
             for c in TABLES[table]]
     cols.append(f"PRIMARY KEY ({', '.join(SQLITE_KEYS[table])})")
     ddl = [f"CREATE TABLE IF NOT EXISTS {table} (\n  " + ",\n  ".join(cols) + "\n)"]
     ddl += [f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({', '.join(columns)})"
             for name, columns in SQLITE_INDEXES.get(table, {}).items()]
     return ddl
+
+
+def sqlite_ddl(table):
+    """The statements creating a table in SQLite (the table, then its indexes);
+    timestamps are RFC 3339 text, JSON is text."""
+    return _ddl(table, _SQLITE_TYPES)
 
 
 # PostgreSQL: the same keys and index (a lead's deltas, written together, share index
@@ -114,13 +119,7 @@ _POSTGRES_TYPES = {"STRING": 'TEXT COLLATE "C"', "INT64": "BIGINT",
 
 def postgres_ddl(table):
     """The statements creating a table in PostgreSQL (the table, then its indexes)."""
-    cols = [f"{c.name} {_POSTGRES_TYPES[c.type]}{' NOT NULL' if c.mode == 'REQUIRED' else ''}"
-            for c in TABLES[table]]
-    cols.append(f"PRIMARY KEY ({', '.join(SQLITE_KEYS[table])})")
-    ddl = [f"CREATE TABLE IF NOT EXISTS {table} (\n  " + ",\n  ".join(cols) + "\n)"]
-    ddl += [f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({', '.join(columns)})"
-            for name, columns in SQLITE_INDEXES.get(table, {}).items()]
-    return ddl
+    return _ddl(table, _POSTGRES_TYPES)
 
 
 # Not one of SPEC's tables: the deltas committed and not yet published to the deltas

@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from schemas import tables
 from storage import IncompatibleSink
-from storage.rows import delta_values, membership_changes, ordered
+from storage.rows import BatchWrites, membership_changes
 
 T = tables
 SCHEMA_VERSION = 1
@@ -169,7 +169,7 @@ def _micros_text(value):
     return format_ts((value - _EPOCH) // timedelta(microseconds=1))
 
 
-class PostgresStore:
+class PostgresStore(BatchWrites):
     """The tables in one database. `create`: make them when missing (a job's sink);
     otherwise (a command that only reads) the tables must be there, and are checked on
     the replica when one is named, so reads go on while the primary is down."""
@@ -263,26 +263,6 @@ class PostgresStore:
         return stamp, [table for table in T.TABLES if table not in found]
 
     # -- writing --------------------------------------------------------------------------
-    def write(self, batch):
-        """Write {table: [row, ...]} in one transaction; returns the number of new deltas."""
-        dead = [ordered(T.DEAD_LETTERS, r) for r in batch.get(T.DEAD_LETTERS, ())]
-        return self._write_values(
-            [ordered(T.MEMBERSHIP_DELTAS, r) for r in batch.get(T.MEMBERSHIP_DELTAS, ())],
-            dead, [ordered(T.LEAD_PROFILES, r) for r in batch.get(T.LEAD_PROFILES, ())])
-
-    def write_deltas(self, deltas, processed_at, profiles=()):
-        """Write Delta records and the profile rows of their leads in one transaction;
-        returns the number of new deltas."""
-        return self._write_values([delta_values(d, processed_at) for d in deltas], (),
-                                  [ordered(T.LEAD_PROFILES, r) for r in profiles])
-
-    def write_queued(self, deltas, processed_at, profiles=()):
-        """As write_deltas, and the new deltas also go to the outbox in the same
-        transaction (for the deltas topic); returns their rows (tuples in column order)."""
-        return self._write_values([delta_values(d, processed_at) for d in deltas], (),
-                                  [ordered(T.LEAD_PROFILES, r) for r in profiles],
-                                  queue=True)
-
     def _write_values(self, deltas, dead, profiles, queue=False):
         joins, leaves = membership_changes(deltas)
         # the last profile of a lead wins, as each replaces the one before

@@ -101,3 +101,29 @@ def membership_changes(deltas):
     joins = [key + (d[since], d[seq]) for key, d in final.items() if d[action] == "added"]
     leaves = [key for key, d in final.items() if d[action] == "removed"]
     return joins, leaves
+
+
+class BatchWrites:
+    """The write calls of a store whose `_write_values(deltas, dead, profiles, queue)`
+    writes rows (tuples in column order) in one transaction."""
+
+    def write(self, batch):
+        """Write {table: [row, ...]} in one transaction; returns the number of new deltas."""
+        def rows(table):
+            return [ordered(table, r) for r in batch.get(table, ())]
+        return self._write_values(rows(tables.MEMBERSHIP_DELTAS), rows(tables.DEAD_LETTERS),
+                                  rows(tables.LEAD_PROFILES))
+
+    def write_deltas(self, deltas, processed_at, profiles=()):
+        """Write Delta records (the hot path: no row dictionaries), and the profile rows
+        of their leads in the same transaction; returns the number of new deltas.
+        `processed_at` is the RFC 3339 text of the batch."""
+        return self._write_values([delta_values(d, processed_at) for d in deltas], (),
+                                  [ordered(tables.LEAD_PROFILES, r) for r in profiles])
+
+    def write_queued(self, deltas, processed_at, profiles=()):
+        """As write_deltas, and the new deltas also go to the outbox in the same
+        transaction (for the deltas topic); returns their rows (tuples in column order)."""
+        return self._write_values([delta_values(d, processed_at) for d in deltas], (),
+                                  [ordered(tables.LEAD_PROFILES, r) for r in profiles],
+                                  queue=True)

@@ -24,7 +24,7 @@ import time
 
 from schemas import tables
 from storage import IncompatibleSink
-from storage.rows import delta_values, membership_changes, ordered
+from storage.rows import BatchWrites, membership_changes
 
 T = tables
 CACHE_KIB = 128 * 1024    # page cache per connection
@@ -42,7 +42,7 @@ LEAD_KEYS_AFTER = (f"SELECT tenant_id, lead_id FROM {T.LEAD_PROFILES} "
                    "WHERE (tenant_id, lead_id) > (?, ?) ORDER BY tenant_id, lead_id LIMIT ?")
 
 
-class SqliteStore:
+class SqliteStore(BatchWrites):
     def __init__(self, path):
         self.path = path
         folder = os.path.dirname(os.path.abspath(path))
@@ -162,27 +162,6 @@ class SqliteStore:
         names = T.column_names(table)
         return (f"{verb} INTO {table} ({', '.join(names)}) "
                 f"VALUES ({', '.join('?' * len(names))})")
-
-    def write(self, batch):
-        """Write {table: [row, ...]} in one transaction; returns the number of new deltas."""
-        return self._write_values(
-            [ordered(T.MEMBERSHIP_DELTAS, r) for r in batch.get(T.MEMBERSHIP_DELTAS, ())],
-            [ordered(T.DEAD_LETTERS, r) for r in batch.get(T.DEAD_LETTERS, ())],
-            [ordered(T.LEAD_PROFILES, r) for r in batch.get(T.LEAD_PROFILES, ())])
-
-    def write_deltas(self, deltas, processed_at, profiles=()):
-        """Write Delta records (the hot path: no row dictionaries), and the profile rows
-        of their leads in the same transaction; returns the number of new deltas.
-        `processed_at` is the RFC 3339 text of the batch."""
-        return self._write_values([delta_values(d, processed_at) for d in deltas], (),
-                                  [ordered(T.LEAD_PROFILES, r) for r in profiles])
-
-    def write_queued(self, deltas, processed_at, profiles=()):
-        """As write_deltas, and the new deltas also go to the outbox in the same
-        transaction (for the deltas topic); returns their rows (tuples in column order)."""
-        return self._write_values([delta_values(d, processed_at) for d in deltas], (),
-                                  [ordered(T.LEAD_PROFILES, r) for r in profiles],
-                                  queue=True)
 
     def _write_values(self, deltas, dead, profiles, queue=False):
         """Rows as tuples in column order, written in one transaction; the number of new
