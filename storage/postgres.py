@@ -130,8 +130,13 @@ def _merge(table, update):
            f"FROM stage_{table} ORDER BY {', '.join(key)} ON CONFLICT ({', '.join(key)}) ")
     if not update:
         return sql + "DO NOTHING"
-    return sql + "DO UPDATE SET " + ", ".join(
+    sql += "DO UPDATE SET " + ", ".join(
         f"{name} = EXCLUDED.{name}" for name in names if name not in key)
+    if table == T.LEAD_PROFILES:
+        # a profile replaces the stored one unless older: a late writer of a failed
+        # attempt does not take a lead back
+        sql += f" WHERE EXCLUDED.updated_at >= {table}.updated_at"
+    return sql
 
 
 _MERGE = {T.MEMBERSHIP_DELTAS: _merge(T.MEMBERSHIP_DELTAS, False),
@@ -141,6 +146,10 @@ _MERGE = {T.MEMBERSHIP_DELTAS: _merge(T.MEMBERSHIP_DELTAS, False),
 _MERGE_QUEUED = (f"WITH new AS ({_MERGE[T.MEMBERSHIP_DELTAS]} RETURNING "
                  f"{', '.join(T.OUTBOX_KEY)}), queued AS (INSERT INTO {T.DELTA_OUTBOX} "
                  f"SELECT * FROM new ON CONFLICT DO NOTHING) SELECT delta_id FROM new")
+# {(tenant, list, lead): highest seq} of the leads of the staged deltas
+_NEWEST = (f"SELECT d.tenant_id, d.list_id, d.lead_id, MAX(d.seq) FROM {T.MEMBERSHIP_DELTAS} d "
+           f"JOIN (SELECT DISTINCT tenant_id, lead_id FROM stage_{T.MEMBERSHIP_DELTAS}) s "
+           "ON d.tenant_id = s.tenant_id AND d.lead_id = s.lead_id GROUP BY 1, 2, 3")
 _LEAVE = (f"DELETE FROM {T.LIST_MEMBERSHIPS} m USING stage_leaves s "
           "WHERE m.tenant_id = s.tenant_id AND m.lead_id = s.lead_id "
           "AND m.list_id = s.list_id")
@@ -271,7 +280,15 @@ class PostgresStore(BatchWrites):
         with self.pool.connection() as conn:
             with conn.cursor() as cursor:
                 for table, rows in ((T.MEMBERSHIP_DELTAS, deltas), (T.DEAD_LETTERS, dead),
-                                    (T.LIST_MEMBERSHIPS, joins), (T.LEAD_PROFILES, profiles)):
+                                    (T.LIST_MEMBERSHIPS, None), (T.LEAD_PROFILES, profiles)):
+                    if table == T.LIST_MEMBERSHIPS:
+                        written = len(new) if queue else new
+                        if written < len(deltas):
+                            # a replay: its changes may be older than the table's
+                            cursor.execute(_NEWEST)
+                            joins, leaves = membership_changes(deltas, {
+                                (t, li, le): seq for t, li, le, seq in cursor.fetchall()})
+                        rows = joins
                     if not rows:
                         continue
                     if self._copied_fresh(cursor, table, rows):

@@ -92,15 +92,29 @@ def ordered(table, row):
 _AT = {name: i for i, name in enumerate(tables.column_names(tables.MEMBERSHIP_DELTAS))}
 
 
-def membership_changes(deltas):
+def membership_changes(deltas, newest=None):
     """(rows to upsert, keys to delete) in list_memberships from delta tuples in column
-    order: per (tenant, list, lead), the last delta decides."""
+    order: per (tenant, list, lead), the last delta decides.
+
+    `newest` ({(tenant, list, lead): highest seq in the table}, after this batch's
+    deltas went in): a change older than the table's newest delta for its key is left
+    out. A batch some of whose deltas the table already held is a replay, and may come
+    after newer rows of its leads (a writer of a failed attempt finishing late): its
+    changes must not undo theirs. Fresh deltas come in each lead's order."""
     tenant, list_id, lead = _AT["tenant_id"], _AT["list_id"], _AT["lead_id"]
     action, since, seq = _AT["action"], _AT["event_time"], _AT["seq"]
     final = {(d[tenant], d[list_id], d[lead]): d for d in deltas}
+    if newest:
+        final = {key: d for key, d in final.items() if d[seq] >= newest.get(key, 0)}
     joins = [key + (d[since], d[seq]) for key, d in final.items() if d[action] == "added"]
     leaves = [key for key, d in final.items() if d[action] == "removed"]
     return joins, leaves
+
+
+def lead_pairs(deltas):
+    """The distinct (tenant, lead) of delta tuples in column order."""
+    tenant, lead = _AT["tenant_id"], _AT["lead_id"]
+    return sorted({(d[tenant], d[lead]) for d in deltas})
 
 
 class BatchWrites:

@@ -24,7 +24,7 @@ import time
 
 from schemas import tables
 from storage import IncompatibleSink
-from storage.rows import BatchWrites, membership_changes
+from storage.rows import BatchWrites, lead_pairs, membership_changes
 
 T = tables
 CACHE_KIB = 128 * 1024    # page cache per connection
@@ -66,6 +66,15 @@ class SqliteStore(BatchWrites):
             self.db.close()
             raise
         self._insert = {table: self._insert_sql(table) for table in T.TABLES}
+        # a profile replaces the stored one unless older: a late writer of a failed
+        # attempt does not take a lead back
+        names = T.column_names(T.LEAD_PROFILES)
+        self._profile_upsert = (
+            self._insert_sql(T.LEAD_PROFILES, "INSERT")
+            + f" ON CONFLICT ({', '.join(T.KEYS[T.LEAD_PROFILES])}) DO UPDATE SET "
+            + ", ".join(f"{n} = excluded.{n}" for n in names
+                        if n not in T.KEYS[T.LEAD_PROFILES])
+            + f" WHERE excluded.updated_at >= {T.LEAD_PROFILES}.updated_at")
 
     def _schema(self):
         """(stamped version, version of the tables' layout or None when there are none
@@ -175,6 +184,8 @@ class SqliteStore(BatchWrites):
         db.execute("BEGIN IMMEDIATE")
         try:
             new = self._insert_deltas(deltas)
+            if len(new) < len(deltas):  # a replay: its changes may be older than the table's
+                joins, leaves = membership_changes(deltas, self._newest_seqs(deltas))
             if queue:
                 db.execute(T.outbox_ddl())
                 db.executemany(f"INSERT OR IGNORE INTO {T.DELTA_OUTBOX} VALUES (?, ?, ?)",
@@ -186,7 +197,7 @@ class SqliteStore(BatchWrites):
                 f"DELETE FROM {T.LIST_MEMBERSHIPS} WHERE tenant_id = ? AND list_id = ? "
                 "AND lead_id = ?", leaves)
             db.executemany(self._insert[T.DEAD_LETTERS], dead)
-            db.executemany(self._insert_sql(T.LEAD_PROFILES, "INSERT OR REPLACE"), profiles)
+            db.executemany(self._profile_upsert, profiles)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -218,6 +229,16 @@ class SqliteStore(BatchWrites):
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _newest_seqs(self, deltas):
+        """{(tenant, list, lead): highest seq in the table} for the leads of `deltas`."""
+        newest = {}
+        for tenant, lead in lead_pairs(deltas):
+            for list_id, seq in self.db.execute(
+                    f"SELECT list_id, MAX(seq) FROM {T.MEMBERSHIP_DELTAS} WHERE tenant_id = ? "
+                    "AND lead_id = ? GROUP BY list_id", (tenant, lead)):
+                newest[(tenant, list_id, lead)] = seq
+        return newest
 
     def _insert_deltas(self, values):
         """Insert the deltas not in the table yet; return them.

@@ -123,6 +123,45 @@ def test_every_store_holds_the_same_tables_batch_by_batch(tmp_path_factory, pg_d
         store.close()
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(batches=st.lists(st.tuples(st.lists(deltas, min_size=1, max_size=6),
+                                  st.lists(leads, max_size=3)), min_size=2, max_size=6),
+       late=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=1,
+                     max_size=4))
+def test_a_batch_written_again_after_newer_ones_changes_nothing(tmp_path_factory,
+                                                                pg_database, batches, late):
+    """A writer of a failed attempt may finish after the restarted job wrote newer rows
+    of the same leads: its batch, written again late, must not take memberships or
+    profiles back. `late`: (after batch i, batch j <= i again)."""
+    folder = tmp_path_factory.mktemp("late")
+    pg = open_store(pg_database)
+    with pg.pool.connection() as conn:
+        conn.execute(f"TRUNCATE {', '.join(T.TABLES)}")
+    reference = open_store(f"sqlite:///{folder}/in_order.db")
+    stores = {"sqlite": open_store(f"sqlite:///{folder}/late.db"), "postgresql": pg}
+    seq = itertools.count(1)
+    made = []
+    for spec, lead_batch in batches:
+        made.append(([make_delta(*d, f"e{n}", 0, n)
+                      for d, n in zip(spec, iter(lambda: next(seq), None))],
+                     [profile(*lead, next(seq)) for lead in lead_batch]))
+    again = {}
+    for after, which in late:
+        after %= len(made)
+        again.setdefault(after, []).append(which % (after + 1))
+    for index, (delta_batch, profiles) in enumerate(made):
+        reference.write_deltas(delta_batch, STAMP, profiles)
+        for store in stores.values():
+            store.write_deltas(delta_batch, STAMP, profiles)
+            for old in again.get(index, ()):
+                store.write_deltas(*made[old][:1], STAMP, made[old][1])
+    expected = {table: canonical(reference, table) for table in T.TABLES}
+    for name, store in stores.items():
+        assert {table: canonical(store, table) for table in T.TABLES} == expected, name
+    for store in (reference, *stores.values()):
+        store.close()
+
+
 # -- the whole job -----------------------------------------------------------------------
 def test_the_sample_job_writes_the_same_tables_to_every_store(tmp_path, postgres_sink):
     document, definitions, events, bad, _ = sample_events()
