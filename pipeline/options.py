@@ -48,6 +48,11 @@ class DynListsOptions(PipelineOptions):
                            help="reconcile: write the corrective deltas")
         group.add_argument("--report_dir", help="reconcile: where the report files go "
                                                 "(default: a new temporary folder)")
+        group.add_argument("--exactly_once", default="auto", choices=("auto", "yes", "no"),
+                           help="stream on Flink: write a row only once a checkpoint holds "
+                                "it, so a restart after a failure writes no other history "
+                                "(rows wait up to one checkpoint interval; auto: yes on "
+                                "Flink; no: rows at once, at least once)")
         group.add_argument("--resume_from_sink", default="auto", choices=("auto", "yes", "no"),
                            help="start a lead from its stored profile when its state is "
                                 "empty (auto: yes for stream, no for backfill)")

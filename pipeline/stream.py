@@ -22,25 +22,46 @@ from pipeline.options import UsageError
 _LOG = logging.getLogger(__name__)
 SWEEP_BATCH = 500
 FLINK_CHECKPOINT_MS = 10_000
+# exactly once: a row waits for the checkpoint after it, so checkpoints come often
+FLINK_STABLE_CHECKPOINT_MS = 1_000
+FLINK_RUNNERS = ("FlinkRunner", "PortableRunner")
 
 
-def flink_checkpoints(options):
+def on_flink(options):
+    """A PortableRunner may be talking to a Flink job server too: it is treated as one
+    (other job servers ignore the Flink options)."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from transforms.pubsub import runner_name
+    return runner_name(options.view_as(StandardOptions).runner) in FLINK_RUNNERS
+
+
+def exactly_once(options, choice):
+    """Whether the sink writes only what a checkpoint holds (transforms.sinks.StableParDo).
+    After a failure Flink replays from the last checkpoint, and a lead's events and
+    timers may then interleave otherwise than in the attempt that failed: rows written
+    straight away would keep both histories. Only Flink needs and honours it."""
+    if choice == "auto":
+        return on_flink(options)
+    if choice == "yes" and not on_flink(options):
+        raise UsageError("--exactly_once=yes needs the FlinkRunner (the DirectRunner and "
+                         "Prism cannot run it; Dataflow is exactly once by itself)")
+    return choice == "yes"
+
+
+def flink_checkpoints(options, stable=False):
     """Flink finalizes bundles (the pull reader acknowledges what it read) only when a
     checkpoint completes, and checkpoints only when asked: a streaming job on Flink
     without --checkpointing_interval would never acknowledge a message, and Pub/Sub
-    would deliver each again every ack deadline. Set a default; returns it (or None).
-    A PortableRunner may be talking to a Flink job server too: it gets the default as
-    well (other job servers ignore the option)."""
-    from apache_beam.options.pipeline_options import StandardOptions
-
+    would deliver each again every ack deadline. Set a default (shorter when the sink
+    waits for checkpoints, `stable`); returns it (or None)."""
     from pipeline.options import FlinkBundleOptions
-    from transforms.pubsub import runner_name
     flink = options.view_as(FlinkBundleOptions)
-    if runner_name(options.view_as(StandardOptions).runner) not in (
-            "FlinkRunner", "PortableRunner") or flink.checkpointing_interval is not None:
+    if not on_flink(options) or flink.checkpointing_interval is not None:
         return None
-    flink.checkpointing_interval = FLINK_CHECKPOINT_MS
-    return FLINK_CHECKPOINT_MS
+    flink.checkpointing_interval = FLINK_STABLE_CHECKPOINT_MS if stable \
+        else FLINK_CHECKPOINT_MS
+    return flink.checkpointing_interval
 
 
 def _usage(err):
@@ -57,6 +78,7 @@ def run_stream(argv):
     options, ours = _job_options(argv, "lists", "sink")
     if not ours.subscription and not ours.topic:
         raise UsageError("--subscription (or --topic, to create one) is required")
+    stable = exactly_once(options, ours.exactly_once)
     try:
         if ours.topic:
             pubsub.check_topic(ours.topic)
@@ -82,10 +104,13 @@ def run_stream(argv):
     print(f"control messages (sweeps) from {control} (on {control_topic})",
           file=sys.stderr)
     options.view_as(StandardOptions).streaming = True
-    if flink_checkpoints(options):
-        print(f"checkpoints every {FLINK_CHECKPOINT_MS} ms on Flink (messages are "
-              "acknowledged at checkpoints; --checkpointing_interval changes it)",
-              file=sys.stderr)
+    interval = flink_checkpoints(options, stable)
+    if interval:
+        print(f"checkpoints every {interval} ms on Flink (messages are acknowledged "
+              "at checkpoints; --checkpointing_interval changes it)", file=sys.stderr)
+    if stable:
+        print("exactly once: rows are written when the checkpoint after them completes "
+              "(--exactly_once=no writes them at once)", file=sys.stderr)
     resume = ours.resume_from_sink != "no"
     prepare_sink(ours.sink)
     prepare_deltas_topic(ours.deltas_topic, ours.sink)
@@ -93,17 +118,15 @@ def run_stream(argv):
     from transforms.pubsub import reader_for
     reader = reader_for(options.view_as(StandardOptions).runner, ours.pubsub_reader)
     build_stream(pipeline, subscription, ours.lists, ours.definitions_refresh_seconds,
-                 ours.sink, resume, reader, control, ours.deltas_topic)
-    from transforms.pubsub import (DRAIN_FINISHES_READS, DRAINING, drain_direct_reads,
-                                   runner_name)
+                 ours.sink, resume, reader, control, ours.deltas_topic, stable)
+    from transforms.pubsub import DRAIN_FINISHES_READS, DRAINING, drain_direct_reads
     DRAINING.clear()
     drain_direct_reads()
     from transforms.direct import tune_direct_runner
     tune_direct_runner()
     # Flink's streaming jobs do not end when their sources do: there the launcher
     # cancels the job once everything pulled is acknowledged
-    by_acks = runner_name(options.view_as(StandardOptions).runner) in (
-        "FlinkRunner", "PortableRunner")
+    by_acks = on_flink(options)
     if by_acks:
         DRAIN_FINISHES_READS.clear()
     else:

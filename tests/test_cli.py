@@ -143,6 +143,34 @@ def test_a_stream_on_flink_checkpoints_unless_told_otherwise():
     assert interval() is None
 
 
+def test_a_stream_on_flink_is_exactly_once_unless_told_otherwise():
+    """On Flink the sink waits for checkpoints (a replay after a failure may be another
+    history), and checkpoints then come every second; elsewhere it cannot, and says so
+    in one line."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.options import FlinkBundleOptions, UsageError
+    from pipeline.stream import FLINK_STABLE_CHECKPOINT_MS, exactly_once, flink_checkpoints
+
+    def decided(choice, *args):
+        options = PipelineOptions(list(args))
+        stable = exactly_once(options, choice)
+        flink_checkpoints(options, stable)
+        return stable, options.view_as(FlinkBundleOptions).checkpointing_interval
+    assert decided("auto", "--runner=FlinkRunner") == (True, FLINK_STABLE_CHECKPOINT_MS)
+    assert decided("auto", "--runner=FlinkRunner", "--checkpointing_interval=5000") == \
+        (True, 5000)
+    assert decided("no", "--runner=FlinkRunner")[0] is False
+    assert decided("auto", "--runner=PrismRunner") == (False, None)
+    assert decided("auto") == (False, None)
+    with pytest.raises(UsageError, match="needs the FlinkRunner"):
+        decided("yes", "--runner=PrismRunner")
+    done = run("stream", "--subscription", "projects/p/subscriptions/s", "--lists", LISTS,
+               "--sink", "sqlite:////tmp/never.db", "--exactly_once=yes")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "needs the FlinkRunner" in done.stderr.strip().splitlines()[-1]
+
+
 def test_a_file_that_is_not_a_database_is_one_line(tmp_path):
     not_db = tmp_path / "notes.db"
     not_db.write_text("these are notes, not a database\n" * 100)

@@ -235,7 +235,8 @@ class StatefulLeadFn(beam.DoFn):
     FLIP = TimerSpec("flip", TimeDomain.WATERMARK)
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
-    def __init__(self, lists_path, refresh_seconds, sink=None, resume=True):
+    def __init__(self, lists_path, refresh_seconds, sink=None, resume=True, per_lead=False):
+        self.per_lead = per_lead
         self.lists_path = lists_path
         self.refresh = refresh_seconds
         self.sink = sink
@@ -399,16 +400,23 @@ class StatefulLeadFn(beam.DoFn):
             flip.clear()
         if not state.exists and state.tomb is not None:
             expiry.set(_timer_time(state.tomb[0] + TOMBSTONE_RETENTION_US))
+        profile = profile_row(tenant, lead_id, state, now_us())
+        if self.per_lead:
+            yield LeadRows(tuple(deltas), profile)
+            return
         yield from deltas
-        yield pvalue.TaggedOutput(PROFILES, profile_row(tenant, lead_id, state, now_us()))
+        yield pvalue.TaggedOutput(PROFILES, profile)
 
 
 class EvaluateLeadsStreaming(beam.PTransform):
-    """events (and keyed Sweeps) -> deltas (main) and profile rows ('profiles')."""
+    """events (and keyed Sweeps) -> deltas (main) and profile rows ('profiles'); with
+    `per_lead`, LeadRows ('leads', main) instead of both, as in batch."""
 
-    def __init__(self, lists_path, refresh_seconds, sink, resume=True, sweeps=None):
+    def __init__(self, lists_path, refresh_seconds, sink, resume=True, sweeps=None,
+                 per_lead=False):
         super().__init__()
-        self.fn = StatefulLeadFn(lists_path, refresh_seconds, sink, resume)
+        self.per_lead = per_lead
+        self.fn = StatefulLeadFn(lists_path, refresh_seconds, sink, resume, per_lead)
         self.sweeps = sweeps
 
     def expand(self, events):
@@ -420,4 +428,7 @@ class EvaluateLeadsStreaming(beam.PTransform):
                 typing.Tuple[str, typing.Any])
         # a str key hint gives the state a deterministic key coder
         return keyed | "Evaluate" >> beam.ParDo(self.fn).with_input_types(
-            typing.Tuple[str, typing.Any]).with_outputs(PROFILES, DEAD_LETTERS, main=DELTAS)
+            typing.Tuple[str, typing.Any]).with_output_types(
+                LeadRows if self.per_lead else typing.Any).with_outputs(
+                *(() if self.per_lead else (PROFILES,)), DEAD_LETTERS,
+                main=LEADS if self.per_lead else DELTAS)

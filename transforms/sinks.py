@@ -11,19 +11,22 @@ import collections
 import json
 import os
 import threading
+import typing
 from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.portability import common_urns
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from rules.values import format_ts
 from schemas import tables
-from schemas.records import make_dead_letter
+from schemas.records import lead_key, make_dead_letter
 from storage import parse_sink_uri, shared_store
 from storage.bigquery import SNAPSHOTS, table_schema, written_tables
 from storage.rows import dead_letter_row, delta_row
 from storage.topic import publish_committed
-from transforms.evaluate import LEADS, now_us
+from transforms.evaluate import LEADS, LeadRows, now_us
 from transforms.definitions import NAMESPACE
 
 FLUSH_ROWS = 20_000
@@ -210,16 +213,59 @@ class WriteBigQueryTables(beam.PTransform):
                         written_tables()[tables.DEAD_LETTERS][1], True, "WriteRefused")
 
 
+class StableParDo(beam.ParDo):
+    """A ParDo that sees only input a checkpoint holds (Beam's RequiresStableInput,
+    which the Python SDK has no decorator for): Flink buffers the input of its stage in
+    the checkpoint and hands it over once that checkpoint completes. Needs checkpoints
+    in exactly-once mode; the DirectRunner's batch mode and Prism refuse it.
+    """
+
+    def to_runner_api_parameter(self, context, **extra_kwargs):
+        urn, payload = super().to_runner_api_parameter(context, **extra_kwargs)
+        payload.requires_stable_input = True
+        context.add_requirement(common_urns.requirements.REQUIRES_STABLE_INPUT.urn)
+        return urn, payload
+
+
+class StableWriteLeadsFn(WriteRowsFn):
+    """WriteRowsFn of LeadRows keyed by lead, run as a StableParDo: exactly once on Flink.
+
+    After a failure Flink replays the input since the last checkpoint, and a lead's
+    events and timers may then interleave otherwise than in the attempt that failed (a
+    flip timer that fired before the lead's next event fires after it), making other
+    deltas with other ids: rows written as they came would keep both histories. Here
+    the rows wait, in the checkpoint, until it completes; a lost attempt's rows after
+    it were never written, and those before it are written again as they were (the
+    sink skips known ids).
+
+    Stateful (an unused cell) so that it is a stage of its own, keyed by lead: the
+    buffer then holds the evaluation's output, not its input (Flink fails replaying a
+    buffered timer of a stateful stage: "State backend must be locked"), and a lead's
+    rows stay on one writer, in order."""
+
+    KEYED = ReadModifyWriteStateSpec("keyed", beam.coders.BooleanCoder())
+
+    def process(self, element, _keyed=beam.DoFn.StateParam(KEYED)):
+        return super().process(element[1])
+
+
+def _by_lead(rows):
+    return lead_key(rows.profile["tenant_id"], rows.profile["lead_id"]), rows
+
+
 class WriteTables(beam.PTransform):
     """{'deltas', 'profiles'[, 'dead_letters']} or {'leads'[, 'dead_letters']}
     PCollections -> the sink's tables ('leads': all but BigQuery); with `deltas_topic`
     (SQLite and PostgreSQL), each new delta is published there after its commit
-    (storage/topic.py)."""
+    (storage/topic.py). `stable`: write each lead's rows only once a checkpoint holds
+    them (StableWriteLeadsFn; dead letters are written at once: their ids come from
+    the message, so a replay writes the same ones)."""
 
-    def __init__(self, sink, deltas_topic=None):
+    def __init__(self, sink, deltas_topic=None, stable=False):
         super().__init__()
         self.sink = sink
         self.deltas_topic = deltas_topic
+        self.stable = stable
 
     def expand(self, outputs):
         uri = parse_sink_uri(self.sink)
@@ -229,6 +275,14 @@ class WriteTables(beam.PTransform):
                                    ("deltas", tables.MEMBERSHIP_DELTAS, "WriteDeltas"),
                                    ("profiles", tables.LEAD_PROFILES, "WriteProfiles"),
                                    ("dead_letters", tables.DEAD_LETTERS, "WriteDeadLetters")):
-            if name in outputs:
+            if name not in outputs:
+                continue
+            if self.stable and table == LEADS:
+                (outputs[name]
+                 | "KeyForSink" >> beam.Map(_by_lead).with_output_types(
+                     typing.Tuple[str, LeadRows])
+                 | label >> StableParDo(
+                     StableWriteLeadsFn(self.sink, table, self.deltas_topic)))
+            else:
                 outputs[name] | label >> beam.ParDo(
                     WriteRowsFn(self.sink, table, self.deltas_topic))
