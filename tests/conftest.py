@@ -85,3 +85,18 @@ def postgres_sink(postgres):
     name = postgres.create_database(f"t{uuid.uuid4().hex[:12]}")
     return f"{postgres.primary.uri(name)}?read_port={postgres.replica.port}"
 
+
+@pytest.fixture(scope="session")
+def flink_cluster():
+    """A real Flink 1.19 session cluster on loopback (tools/flink/cluster.py): a
+    JobManager and two TaskManagers of two slots, each its own JVM in its own process
+    group; `.rest_address` is the --flink_master, `.runner_args(pool)` the options of a
+    job on it. Needs Java 17 and Maven (the jars come from the job server's build)."""
+    from tools.flink.cluster import FlinkCluster
+    cluster = FlinkCluster(taskmanagers=2, slots=2)
+    _part(cluster.start)
+    print(f"\nFlink cluster at {cluster.rest_address}: up in {cluster.start_seconds:.1f}s")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
