@@ -2,7 +2,7 @@
 
 Usage: python -m bench.backfill_bench [--workload standard|delta-heavy] [--events N]
        [--leads N] [--lists 200] [--tenants 2] [--files N] [--skip-single] [--profile]
-       [--postgresql]
+       [--postgresql] [--flink-cluster]
 
 Writes the workload (initial profiles, then change events) as JSON Lines files, then in
 one run measures: (1) the ceiling, a plain loop that parses every record and runs each
@@ -17,7 +17,11 @@ dead letters; the memberships equal the ceiling's; the last job run again into i
 adds no row); `--postgresql` also runs the two-process job into a PostgreSQL server
 started for the run (durable: fsync and synchronous commits on) and compares its deltas/s
 with SQLite's; `--profile` runs the two-process job once more under py-spy and splits
-its samples by stage. The last line holds the headline figures and the checks' verdict.
+its samples by stage; `--flink-cluster` (implies `--postgresql`) also runs the job on a
+Flink session cluster started for the run (a JobManager and two TaskManagers of two
+slots, each its own JVM, parallelism 2, the Python code in a worker pool:
+tools/flink/cluster.py) into PostgreSQL. The last line holds the headline figures and
+the checks' verdict.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ WORKLOADS = {
     "delta-heavy": (440_000, 50_000, 1, {"children": (1, 2), "field_exponent": 2.0,
                                          "numeric_step_share": 0.3}),
 }
+FLINK_RUN = "Flink cluster, into PostgreSQL"
 TABLES = ("membership_deltas", "list_memberships", "lead_profiles", "dead_letters")
 
 
@@ -103,7 +108,9 @@ def job_command(folder, sink, extra):
     return [sys.executable, "-m", "pipeline", "backfill",
             "--events", os.path.join(folder, "events-*.jsonl"),
             "--lists", os.path.join(folder, "lists.json"),
-            "--sink", sink, "--runner=DirectRunner", *extra]
+            "--sink", sink,
+            *([] if any(a.startswith("--runner=") for a in extra) else ["--runner=DirectRunner"]),
+            *extra]
 
 
 def run_job(command):
@@ -218,6 +225,9 @@ def main(argv=None):
                         help="run the two-process job again under py-spy, split by stage")
     parser.add_argument("--postgresql", action="store_true",
                         help="also write into a PostgreSQL server started for the run")
+    parser.add_argument("--flink-cluster", action="store_true",
+                        help="also run the job on a Flink cluster started for the run, "
+                             "into PostgreSQL")
     parser.add_argument("--data", default=os.path.join(ROOT, ".cache", "bench-backfill"))
     args = parser.parse_args(argv)
     args.data = os.path.abspath(args.data)  # the job runs elsewhere, and sqlite:/// is absolute
@@ -241,17 +251,25 @@ def main(argv=None):
     two = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
     runs.append(("DirectRunner, 2 processes", two))
     sink = f"sqlite:///{os.path.join(args.data, 'bench.db')}"
-    cluster = None
+    cluster = flink = pool = None
+    args.postgresql = args.postgresql or args.flink_cluster
     if args.postgresql:
         from tools.postgres import Cluster
         cluster = Cluster(durable=True)
         runs.append(("... into PostgreSQL", two))
     failures = []
     try:
+        if args.flink_cluster:
+            from tools.flink.cluster import FlinkCluster, WorkerPool
+            flink = FlinkCluster(taskmanagers=2, slots=2).start()
+            pool = WorkerPool().start()
+            print(f"Flink cluster up in {flink.start_seconds:.1f}s at {flink.rest_address}",
+                  file=sys.stderr)
+            runs.append((FLINK_RUN, flink.runner_args(pool)))
         for label, extra in runs:
             target = sink
             if label.endswith("PostgreSQL"):
-                target = cluster.primary.uri(cluster.create_database("bench"))
+                target = cluster.primary.uri(cluster.create_database(f"bench{len(rows)}"))
             elif os.path.exists(sink[len("sqlite:///"):]):
                 os.remove(sink[len("sqlite:///"):])
             elapsed, out = run_job(job_command(args.data, target, extra))
@@ -265,7 +283,7 @@ def main(argv=None):
                 failures.append(f"{label}: memberships differ from the reference "
                                 f"({len(found - reference)} extra, {len(reference - found)} "
                                 "missing)")
-            if label.endswith("PostgreSQL") or (label == "DirectRunner, 2 processes"
+            if label == "... into PostgreSQL" or (label == "DirectRunner, 2 processes"
                                                  and not args.postgresql):
                 # the last job of each kind of sink again: a replay adds no row
                 before = table_counts(target)
@@ -277,8 +295,9 @@ def main(argv=None):
                 if sink_members(target) != reference:
                     failures.append("replay: memberships differ from the reference")
     finally:
-        if cluster:
-            cluster.stop()
+        for part in (pool, flink, cluster):
+            if part:
+                part.stop()
 
     best = total / seconds
     print(f"{'run':<30} {'seconds':>8} {'events/s':>10} {'deltas/s':>10} {'of ceiling':>11}")
@@ -302,6 +321,11 @@ def main(argv=None):
         pg_seconds = dict(rows)["... into PostgreSQL"]
         server = (f"; into PostgreSQL {deltas / pg_seconds:,.0f} deltas/s, "
                   f"{sqlite_seconds / pg_seconds:.2f}x SQLite's")
+    if args.flink_cluster:
+        flink_seconds = dict(rows)[FLINK_RUN]
+        server += (f"; on the Flink cluster {total / flink_seconds:,.0f} events/s, "
+                   f"{deltas / flink_seconds:,.0f} deltas/s, "
+                   f"{pg_seconds / flink_seconds:.2f}x the DirectRunner's into PostgreSQL")
     print(f"backfill ({args.workload}, {args.files} file(s)): {rate:,.0f} events/s, "
           f"{deltas / sqlite_seconds:,.0f} deltas/s end to end into SQLite on 2 processes, "
           f"{rate / best:.0%} of the plain-Python ceiling ({best:,.0f} events/s){server}; "
