@@ -29,6 +29,8 @@ commands:
   publish  --events GLOB --topic projects/P/topics/T [--rate N]
   sweep    --lists FILE --sink URI --control_topic projects/P/topics/T
   reconcile --lists FILE --sink URI [--fix] [--as_of TS] [--report_dir DIR] [Beam options]
+
+COMMAND --help: its options; COMMAND --help-beam: Beam's too
 """
 
 
@@ -53,11 +55,27 @@ def main(argv):
         for line in err.errors:
             print(f"error: {line}", file=sys.stderr)
         return 1
+    except HelpShown:
+        return 0
     except KeyboardInterrupt:
         return 130
+    except Exception as err:  # noqa: BLE001 - only a missing credential is turned into a line
+        if not _no_credentials(err):
+            raise
+        return _error("no Google Cloud credentials (Pub/Sub, BigQuery, gs:// need them): "
+                      "run `gcloud auth application-default login`, or point "
+                      "PUBSUB_EMULATOR_HOST at a Pub/Sub emulator", 1)
     except BrokenPipeError:  # output piped into `head` and friends
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stdout must stay usable
         return 0
+
+
+def _no_credentials(err):
+    try:
+        from google.auth.exceptions import DefaultCredentialsError
+    except ImportError:
+        return False
+    return isinstance(err, DefaultCredentialsError)
 
 
 # -- validate ---------------------------------------------------------------------------
@@ -92,10 +110,21 @@ def _parse(parser, argv):
 
 
 # -- backfill ---------------------------------------------------------------------------
-def _job_options(argv, *required):
+class HelpShown(Exception):
+    """--help or --help-beam was printed: the command ends there (exit 0)."""
+
+
+def _job_options(argv, *required, command=None):
     from apache_beam.options.pipeline_options import PipelineOptions
-    from pipeline.options import DynListsOptions, check_arguments, require
+    from pipeline.options import (DynListsOptions, beam_help, check_arguments, command_help,
+                                  require)
     from storage import parse_sink_uri
+    if "--help-beam" in argv:
+        print(beam_help(command), end="")
+        raise HelpShown
+    if "-h" in argv or "--help" in argv:
+        print(command_help(command), end="")
+        raise HelpShown
     check_arguments(argv)
     options = PipelineOptions(argv)
     ours = options.view_as(DynListsOptions)
@@ -172,7 +201,7 @@ def cmd_backfill(argv):
     from pipeline.graph import build_backfill
     from pipeline.options import UsageError
     from transforms.definitions import read_definitions
-    options, ours = _job_options(argv, "events", "lists", "sink")
+    options, ours = _job_options(argv, "events", "lists", "sink", command="backfill")
     as_of = _timestamp(ours.as_of, "as_of") if ours.as_of else None
     _, doc = read_definitions(ours.lists)
     try:
@@ -210,8 +239,6 @@ def job_counters(result):
 
 
 def print_summary(result, sink, seconds):
-    from schemas import tables
-    from storage import open_store
     counts = job_counters(result)
     read = counts.get("records_read", 0)
     applied, stale = counts.get("events_applied", 0), counts.get("events_stale", 0)
@@ -240,6 +267,14 @@ def print_summary(result, sink, seconds):
               f"(per lead history)")
     if counts.get("timers_fired"):
         print(f"timers fired: {counts['timers_fired']}")
+    print_sink_summary(sink)
+    return 0 if balanced else 1
+
+
+def print_sink_summary(sink):
+    """What the sink holds: deltas, memberships, the largest lists."""
+    from schemas import tables
+    from storage import open_store
     store = open_store(sink)
     try:
         totals = store.delta_counts()
@@ -252,7 +287,6 @@ def print_summary(result, sink, seconds):
                 print(f"  {size:>8}  {tenant} / {lid}")
     finally:
         store.close()
-    return 0 if balanced else 1
 
 
 # -- explain ----------------------------------------------------------------------------

@@ -26,36 +26,33 @@ class DynListsOptions(PipelineOptions):
                                           "or bigquery://PROJECT.DATASET")
         group.add_argument("--as_of", help="RFC 3339 evaluation time for time windows at "
                                            "the end of a backfill (default: latest event)")
-        group.add_argument("--subscription", help="projects/P/subscriptions/S to read")
-        group.add_argument("--topic", help="projects/P/topics/T: create a subscription on it")
+        group.add_argument("--subscription", help="the subscription to read")
+        group.add_argument("--topic", help="instead of --subscription: read through a "
+                                           "subscription of its own on this topic")
         group.add_argument("--deltas_topic",
-                           help="projects/P/topics/T: publish every new delta there after "
-                                "its commit (at least once; sqlite and postgresql sinks)")
+                           help="projects/P/topics/T: publish each new delta there once "
+                                "committed (sqlite and postgresql sinks)")
         group.add_argument("--control_subscription",
-                           help="streaming: projects/P/subscriptions/S of control messages "
-                                "(sweeps); default: one the launcher creates beside the "
-                                "events subscription, on the topic <events topic>-control")
+                           help="where sweeps come from (default: one on the topic "
+                                "<events topic>-control, created)")
         group.add_argument("--drain_timeout_seconds", type=float, default=300.0,
-                           help="streaming: how long SIGTERM/Ctrl-C waits for the job to "
-                                "drain before it cancels it")
+                           help="how long Ctrl-C/SIGTERM waits for a drain before "
+                                "cancelling")
         group.add_argument("--definitions_refresh_seconds", type=float, default=60.0,
-                           help="streaming: how often the definition file is re-read")
+                           help="how often the definition file is read again")
         group.add_argument("--pubsub_reader", default="auto", choices=("auto", "native", "pull"),
-                           help="streaming: the runner's own Pub/Sub source (native: "
-                                "DirectRunner, Dataflow) or the portable pull reader "
-                                "(pull: Prism, Flink, ...); auto picks by runner")
+                           help="the runner's own Pub/Sub source (DirectRunner, "
+                                "Dataflow) or the pull reader (Prism, Flink)")
         group.add_argument("--fix", action="store_true",
                            help="reconcile: write the corrective deltas")
         group.add_argument("--report_dir", help="reconcile: where the report files go "
                                                 "(default: a new temporary folder)")
         group.add_argument("--exactly_once", default="auto", choices=("auto", "yes", "no"),
-                           help="stream on Flink: write a row only once a checkpoint holds "
-                                "it, so a restart after a failure writes no other history "
-                                "(rows wait up to one checkpoint interval; auto: yes on "
-                                "Flink; no: rows at once, at least once)")
+                           help="Flink: write rows once a checkpoint holds them (auto: "
+                                "yes on Flink; no: at once, at least once)")
         group.add_argument("--resume_from_sink", default="auto", choices=("auto", "yes", "no"),
-                           help="start a lead from its stored profile when its state is "
-                                "empty (auto: yes for stream, no for backfill)")
+                           help="a lead new to the job starts from its stored profile "
+                                "(auto: yes for stream, no for backfill)")
 
 
 class FlinkBundleOptions(PipelineOptions):
@@ -98,6 +95,63 @@ def check_arguments(argv):
     known = [opt for action in parser._actions for opt in action.option_strings]  # noqa: SLF001
     hint = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1)
     raise UsageError(f"unknown argument {arg}" + (f" (did you mean {hint[0]}?)" if hint else ""))
+
+
+# The options each job command shows in its --help (all of Beam's: --help-beam).
+COMMAND_OPTIONS = {
+    "backfill": (("events", "lists", "sink"),
+                 ("as_of", "deltas_topic", "resume_from_sink")),
+    "stream": (("subscription", "lists", "sink"),
+               ("topic", "control_subscription", "deltas_topic", "exactly_once",
+                "pubsub_reader", "resume_from_sink", "definitions_refresh_seconds",
+                "drain_timeout_seconds")),
+    "reconcile": (("lists", "sink"), ("fix", "as_of", "report_dir", "deltas_topic")),
+}
+METAVARS = {"events": "GLOB", "lists": "FILE", "sink": "URI", "as_of": "TS",
+            "subscription": "projects/P/subscriptions/S", "topic": "projects/P/topics/T",
+            "deltas_topic": "T", "control_subscription": "S", "report_dir": "DIR",
+            "definitions_refresh_seconds": "SECONDS", "drain_timeout_seconds": "SECONDS"}
+RUNNER_HELP = """runner (Beam's options; all of them: python -m pipeline {command} --help-beam):
+  --runner R            DirectRunner (default), PrismRunner, FlinkRunner, DataflowRunner
+  --direct_num_workers N --direct_running_mode multi_processing
+                        the DirectRunner on N processes
+  --flink_master HOST:PORT --parallelism N --environment_type LOOPBACK|EXTERNAL|DOCKER
+                        FlinkRunner ([local]: an embedded cluster)
+  --project P --region R --temp_location gs://...
+                        DataflowRunner
+"""
+
+
+def command_help(command):
+    """The short --help of a job command: its own options, then the runner's main ones."""
+    import argparse
+    required, optional = COMMAND_OPTIONS[command]
+    helps = {action.dest: action for action in _known_parser()._actions}  # noqa: SLF001
+    parser = argparse.ArgumentParser(
+        prog=f"python -m pipeline {command}", add_help=False, usage=argparse.SUPPRESS,
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=34,
+                                                            width=100))
+    for title, names in (("required", required), ("options", optional)):
+        group = parser.add_argument_group(title)
+        for name in names:
+            action = helps[name]
+            if action.nargs == 0:  # a flag
+                group.add_argument(f"--{name}", action="store_true", help=action.help)
+                continue
+            shown = "|".join(action.choices) if action.choices else METAVARS.get(
+                name, name.upper())
+            group.add_argument(f"--{name}", metavar=shown, help=action.help)
+    first = f"usage: python -m pipeline {command} " + " ".join(
+        f"--{name} {METAVARS.get(name, name.upper())}" for name in required) + " [options]\n"
+    body = parser.format_help().strip("\n")
+    return f"{first}\n{body}\n\n{RUNNER_HELP.format(command=command)}"
+
+
+def beam_help(command):
+    """Every option, Beam's included (the long --help)."""
+    parser = _known_parser()
+    parser.prog = f"python -m pipeline {command}"
+    return parser.format_help()
 
 
 def require(options, *names):

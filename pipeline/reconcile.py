@@ -164,7 +164,7 @@ def run_reconcile(argv):
     from pipeline.cli import _job_options, _timestamp, prepare_deltas_topic, usable_sink
     from pipeline.options import UsageError
     from transforms.definitions import read_definitions
-    options, ours = _job_options(argv, "lists", "sink")
+    options, ours = _job_options(argv, "lists", "sink", command="reconcile")
     usable_sink(ours.sink, must_exist=True)
     if ours.events or ours.subscription or ours.topic:
         raise UsageError("reconcile reads the sink only: --events, --subscription and "

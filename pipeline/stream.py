@@ -75,7 +75,7 @@ def run_stream(argv):
     from pipeline.cli import _job_options, prepare_deltas_topic, prepare_sink
     from pipeline.graph import build_stream
     from transforms.definitions import read_definitions
-    options, ours = _job_options(argv, "lists", "sink")
+    options, ours = _job_options(argv, "lists", "sink", command="stream")
     if not ours.subscription and not ours.topic:
         raise UsageError("--subscription (or --topic, to create one) is required")
     stable = exactly_once(options, ours.exactly_once)
@@ -137,8 +137,19 @@ def run_stream(argv):
         stop, ours.lists, doc.version, ours.sink, control_topic,
         ours.definitions_refresh_seconds))
     watcher.start()
-    return _run_until_drained(result, stop, definitions.version, ours.drain_timeout_seconds,
-                              by_acks)
+    status = _run_until_drained(result, stop, definitions.version,
+                                ours.drain_timeout_seconds, by_acks)
+    if status == 0 and DRAINING.is_set():
+        _summary(ours.sink)
+    return status
+
+
+def _summary(sink):
+    """What the sink holds after a drain. (Not the backfill's counts of records read
+    and applied: the DirectRunner's streaming mode reports only part of a job's
+    counters, so the stream prints none rather than wrong ones.)"""
+    from pipeline.cli import print_sink_summary
+    print_sink_summary(sink)
 
 
 ACKED_SETTLE_S = 2.0  # nothing unacknowledged for this long: the drain by acks is done

@@ -270,3 +270,40 @@ def test_sink_files_of_earlier_layouts_are_brought_up_to_date(tmp_path):
     assert explained.returncode == 0, explained.stderr
     assert "list ne-exec-briefing (Executive briefing): MEMBER" in explained.stdout
     assert _user_version(unstamped) == 2
+
+
+@pytest.mark.parametrize("command", ["backfill", "stream", "reconcile", "explain", "validate",
+                                     "publish", "sweep"])
+def test_every_command_help_is_short_and_its_own(command):
+    """A command's --help fits a screen and starts with its own options; the job
+    commands point to --help-beam for all of Beam's."""
+    done = run(command, "--help")
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    assert 3 < len(lines) < 40, len(lines)
+    assert lines[0].startswith(f"usage: python -m pipeline {command}")
+    assert "--lists" in done.stdout or "--events" in done.stdout
+    assert "--dataflow_service_options" not in done.stdout  # none of Beam's long list
+    if command in ("backfill", "stream", "reconcile"):
+        assert f"python -m pipeline {command} --help-beam" in done.stdout
+        every = run(command, "--help-beam")
+        assert every.returncode == 0
+        assert "--dataflow_service_options" in every.stdout and "--sink" in every.stdout
+
+
+def test_no_cloud_credentials_is_one_line(tmp_path):
+    """Pub/Sub without an emulator needs credentials: without them, one line."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PUBSUB_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS")}
+    env.update(HOME=str(tmp_path), CLOUDSDK_CONFIG=str(tmp_path / "gcloud"),
+               GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9")
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "stream", "--subscription",
+         "projects/test-project/subscriptions/s", "--lists", LISTS, "--sink",
+         f"sqlite:///{tmp_path}/x.db"], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no Google Cloud credentials") and \
+        "PUBSUB_EMULATOR_HOST" in last
