@@ -62,7 +62,7 @@ import time
 import uuid
 
 from bench.backfill_bench import accounted, table_counts
-from rules.values import format_ts, parse_timestamp
+from schemas.values import format_ts, parse_timestamp
 from tools import parts
 from tools.parts import stop_group
 

@@ -14,7 +14,7 @@ import itertools
 import json
 import random
 
-from rules.values import DAY_US, format_ts, parse_timestamp
+from schemas.values import DAY_US, format_ts, parse_timestamp
 
 START = parse_timestamp("2026-06-01T00:00:00Z")
 

@@ -158,3 +158,48 @@ def require(options, *names):
     for name in names:
         if not getattr(options, name):
             raise UsageError(f"--{name} is required")
+
+
+class HelpShown(Exception):
+    """--help or --help-beam was printed: the command ends there (exit 0)."""
+
+
+def parse_args(parser, argv):
+    """argparse's result; its errors are UsageError (one line), not its own exit."""
+    def fail(message):
+        raise UsageError(message)
+    parser.error = fail
+    return parser.parse_args(argv)
+
+
+def job_options(argv, *required, command=None):
+    """(PipelineOptions, DynListsOptions) of a job command's arguments; its --help
+    (HelpShown), every argument known, the `required` ones given, the sink URI valid."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from storage import parse_sink_uri
+    if "--help-beam" in argv:
+        print(beam_help(command), end="")
+        raise HelpShown
+    if "-h" in argv or "--help" in argv:
+        print(command_help(command), end="")
+        raise HelpShown
+    check_arguments(argv)
+    options = PipelineOptions(argv)
+    ours = options.view_as(DynListsOptions)
+    require(ours, *required)
+    try:
+        parse_sink_uri(ours.sink)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return options, ours
+
+
+def parse_time_arg(text, name):
+    """The µs of an RFC 3339 option value, or UsageError."""
+    from schemas.values import parse_timestamp
+    try:
+        return parse_timestamp(text)
+    except ValueError:
+        raise UsageError(f"--{name} {text!r} is not an RFC 3339 timestamp "
+                         "(e.g. 2026-06-01T00:00:00Z)") from None
+

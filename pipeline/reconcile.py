@@ -161,15 +161,16 @@ def read_report(report_dir, prefix="report"):
 
 
 def run_reconcile(argv):
-    from pipeline.cli import _job_options, _timestamp, prepare_deltas_topic, usable_sink
+    from pipeline.options import job_options, parse_time_arg
+    from pipeline.prepare import prepare_deltas_topic, usable_sink
     from pipeline.options import UsageError
     from transforms.definitions import read_definitions
-    options, ours = _job_options(argv, "lists", "sink", command="reconcile")
+    options, ours = job_options(argv, "lists", "sink", command="reconcile")
     usable_sink(ours.sink, must_exist=True)
     if ours.events or ours.subscription or ours.topic:
         raise UsageError("reconcile reads the sink only: --events, --subscription and "
                          "--topic do not apply")
-    as_of = _timestamp(ours.as_of, "as_of") if ours.as_of else None
+    as_of = parse_time_arg(ours.as_of, "as_of") if ours.as_of else None
     _, doc = read_definitions(ours.lists)
     fix = ours.fix
     if ours.deltas_topic and not fix:

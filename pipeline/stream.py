@@ -72,10 +72,11 @@ def run_stream(argv):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
     from pipeline import pubsub
-    from pipeline.cli import _job_options, prepare_deltas_topic, prepare_sink
+    from pipeline.options import job_options
+    from pipeline.prepare import prepare_deltas_topic, prepare_sink
     from pipeline.graph import build_stream
     from transforms.definitions import read_definitions
-    options, ours = _job_options(argv, "lists", "sink", command="stream")
+    options, ours = job_options(argv, "lists", "sink", command="stream")
     if not ours.subscription and not ours.topic:
         raise UsageError("--subscription (or --topic, to create one) is required")
     stable = exactly_once(options, ours.exactly_once)
@@ -148,7 +149,7 @@ def _summary(sink):
     """What the sink holds after a drain. (Not the backfill's counts of records read
     and applied: the DirectRunner's streaming mode reports only part of a job's
     counters, so the stream prints none rather than wrong ones.)"""
-    from pipeline.cli import print_sink_summary
+    from pipeline.summary import print_sink_summary
     print_sink_summary(sink)
 
 
@@ -275,7 +276,7 @@ def sweep_leads(doc, sink, control_topic, label="sweep"):
 def run_sweep(argv):
     import argparse
     from pipeline import pubsub
-    from pipeline.cli import _parse
+    from pipeline.options import parse_args
     from storage import parse_sink_uri
     from transforms.definitions import read_definitions
     parser = argparse.ArgumentParser(prog="python -m pipeline sweep")
@@ -283,13 +284,13 @@ def run_sweep(argv):
     parser.add_argument("--sink", required=True)
     parser.add_argument("--control_topic", "--topic", dest="control_topic", required=True,
                         help="the job's control topic (projects/P/topics/T)")
-    args = _parse(parser, argv)
+    args = parse_args(parser, argv)
     try:
         pubsub.check_topic(args.control_topic)
         parse_sink_uri(args.sink)
     except ValueError as err:
         raise _usage(err) from None
-    from pipeline.cli import usable_sink
+    from pipeline.prepare import usable_sink
     usable_sink(args.sink, must_exist=True)
     _, doc = read_definitions(args.lists)
     count = sweep_leads(doc, args.sink, args.control_topic)
@@ -300,14 +301,14 @@ def run_sweep(argv):
 def run_publish(argv):
     import argparse
     from pipeline import pubsub
-    from pipeline.cli import _parse
+    from pipeline.options import parse_args
     from transforms.io import Unreadable, matching_files, records_of_glob
     parser = argparse.ArgumentParser(prog="python -m pipeline publish")
     parser.add_argument("--events", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--rate", type=float, default=None,
                         help="messages per second (default: as fast as possible)")
-    args = _parse(parser, argv)
+    args = parse_args(parser, argv)
     try:
         pubsub.check_topic(args.topic)
     except ValueError as err:

@@ -2388,7 +2388,7 @@ error:
 enum { FX_NUMERIC, FX_DATES, FX_CANON, FX_NUMBER, FX_DATE, FX_SIZE };
 
 /* set_fields(numeric, dates, canon, to_number, to_date_us): the fields numeric and date
- * predicates read (frozensets) and the conversions of rules/values.py, which update_view
+ * predicates read (frozensets) and the conversions of schemas/values.py, which update_view
  * calls for every value it does not convert itself. */
 static PyObject *
 Tenant_set_fields(TenantObject *self, PyObject *args)
@@ -2414,7 +2414,7 @@ Tenant_set_fields(TenantObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* canon(value), as rules/values.py has it: an ASCII string without capitals is its own
+/* canon(value), as schemas/values.py has it: an ASCII string without capitals is its own
  * key, a capitalised one lower-cased (casefold() of ASCII), an int its decimal text;
  * anything else is canon's to convert. A new reference. */
 static PyObject *

@@ -26,7 +26,7 @@ from operator import itemgetter
 from rules.definitions import (DATE_OPS, EMPTY_OPS, NUMERIC_OPS, SCALAR_OPS, SET_OPS,
                                TenantDefs, activity_bounds)
 from rules.lead import ActivityPolicy, merge_fields
-from rules.values import NAN, canon, days_to_us, to_date_us, to_number
+from schemas.values import NAN, canon, days_to_us, to_date_us, to_number
 
 try:  # the evaluation loop in C (rules/_native.c), built where a C compiler is found
     from rules import _native

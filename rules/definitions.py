@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from rules.values import lone_surrogate, reject_json_constant, to_number
+from schemas.values import lone_surrogate, reject_json_constant, to_number
 
 FIELD_OPS = (
     "eq", "neq", "in", "not_in", "contains", "not_contains", "starts_with", "ends_with",

@@ -10,7 +10,7 @@ import json
 
 from rules.definitions import activity_bounds
 from rules.reference import activity_count, evaluate
-from rules.values import format_ts
+from schemas.values import format_ts
 
 _PHRASES = {
     "eq": "is {v}", "neq": "is not {v}", "in": "is one of {v}", "not_in": "is none of {v}",

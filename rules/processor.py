@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from rules.compiler import _native, compile_definitions, use_native
 from rules.lead import SEEN_MAX
-from rules.values import format_ts
+from schemas.values import format_ts
 from schemas.records import Delta, make_delta
 
 DEFINITION_CAUSE = "definition:"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from rules.definitions import activity_bounds
-from rules.values import canon, days_to_us, to_date_us, to_number
+from schemas.values import canon, days_to_us, to_date_us, to_number
 
 
 def field_matches(op, target, raw, now):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 
-from rules.values import format_ts, lone_surrogate, parse_timestamp, reject_json_constant
+from schemas.values import format_ts, lone_surrogate, parse_timestamp, reject_json_constant
 from schemas.records import EVENT_TYPES, ChangeEvent
 
 # What one event may hold. Past any of these the record is a dead letter with its own

@@ -9,19 +9,9 @@ transaction where it can, and reads the tables back for summaries, `explain` and
 
 import threading
 
-from storage.uri import SinkUri, parse_sink_uri
+from storage.uri import IncompatibleSink, SinkUri, parse_sink_uri  # noqa: F401 - the package's names
 
 _SHARED = {}
-
-
-class IncompatibleSink(Exception):
-    """A sink that exists but that this version must not read or write: made by a newer
-    version, or not a dynlists sink at all. `reason` is a sentence saying so and what to
-    do; the file is left as it was."""
-
-    def __init__(self, location, reason):
-        super().__init__(f"{location}: {reason}")
-        self.location, self.reason = location, reason
 
 
 def open_store(uri):
@@ -73,7 +63,8 @@ def check_sink(uri, must_exist):
 
 def _check_postgres(uri, must_exist):
     import psycopg
-    from storage.postgres import PostgresStore, shown_uri
+    from storage.postgres import PostgresStore
+    from storage.uri import shown_uri
     try:
         # a job's sink (not must_exist) is written: its primary must answer
         PostgresStore(uri, create=not must_exist, primary_only=not must_exist).close()

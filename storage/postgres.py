@@ -21,14 +21,12 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import re
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from schemas import tables
-from storage import IncompatibleSink
+from storage.uri import IncompatibleSink, split_uri
 from storage.rows import BatchWrites, membership_changes
 
 T = tables
@@ -43,39 +41,6 @@ _LOG = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _POOLS = {}
 _POOLS_LOCK = threading.Lock()
-_SCHEMES = ("postgresql", "postgres")
-
-
-def split_uri(text):
-    """(write conninfo, read conninfo or None, the URI with its password hidden) of a
-    sink URI; ValueError with a sentence when it is not one."""
-    parts = urlsplit(text)
-    if parts.scheme not in _SCHEMES or not parts.hostname or not parts.path.strip("/"):
-        raise ValueError(f"bad PostgreSQL sink {shown_uri(text)!r}: use "
-                         "postgresql://USER@HOST:PORT/DATABASE[?read_host=HOST&read_port=PORT]")
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    read_host, read_port = query.pop("read_host", None), query.pop("read_port", None)
-    if read_port is not None and not read_port.isdigit():
-        raise ValueError(f"bad PostgreSQL sink {shown_uri(text)!r}: read_port must be a "
-                         "port number")
-    write = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(query), ""))
-    read = None
-    if read_host or read_port:
-        netloc = parts.netloc.rsplit("@", 1)
-        user = netloc[0] + "@" if len(netloc) == 2 else ""
-        host = read_host or parts.hostname
-        host = f"[{host}]" if ":" in host else host
-        port = read_port or (str(parts.port) if parts.port else "")
-        read = urlunsplit(("postgresql", f"{user}{host}{':' + port if port else ''}",
-                           parts.path, urlencode(query), ""))
-    return write, read, shown_uri(text)
-
-
-def shown_uri(text):
-    """The URI with any password replaced by ***, for messages."""
-    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", text or "")
-
-
 def _pool(conninfo, writes=True):
     """This process's pool of connections to `conninfo` (made on first use); a pool
     that `writes` has its staging tables (a replica cannot have them)."""
@@ -174,7 +139,7 @@ def _fence(conn):
 
 
 def _micros_text(value):
-    from rules.values import format_ts
+    from schemas.values import format_ts
     return format_ts((value - _EPOCH) // timedelta(microseconds=1))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from rules.lead import LeadState
-from rules.values import format_ts
+from schemas.values import format_ts
 from schemas import tables
 
 

@@ -23,7 +23,7 @@ import sqlite3
 import time
 
 from schemas import tables
-from storage import IncompatibleSink
+from storage.uri import IncompatibleSink
 from storage.rows import BatchWrites, lead_pairs, membership_changes
 
 T = tables

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 
-from rules.values import format_ts
+from schemas.values import format_ts
 from schemas import tables
 
 COLUMNS = tuple(tables.column_names(tables.MEMBERSHIP_DELTAS))

@@ -9,7 +9,7 @@ import os
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.cli import job_counters
+from pipeline.summary import job_counters
 from pipeline.graph import build_backfill
 from rules import evaluate_tenant
 from storage import open_store

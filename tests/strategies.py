@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from rules.lead import Profile, activity_order
-from rules.values import DAY_US, format_ts, parse_timestamp
+from schemas.values import DAY_US, format_ts, parse_timestamp
 from schemas.records import ChangeEvent
 
 BASE = parse_timestamp("2026-01-01T00:00:00Z")

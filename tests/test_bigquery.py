@@ -18,7 +18,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from rules import LeadProcessor, LeadState
-from rules.values import parse_timestamp
+from schemas.values import parse_timestamp
 from schemas import tables
 from schemas.records import make_dead_letter
 from storage.bigquery import (SNAPSHOTS, bigquery_views, ensure_views, memberships_view_sql,

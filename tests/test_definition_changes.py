@@ -367,7 +367,7 @@ def test_a_window_closing_after_the_year_9999_sets_no_timer():
     """An activity near the last instant an event can carry, in a 7-day window: the
     window would close in the year 10000, which no event or row can hold."""
     from transforms.evaluate import StatefulLeadFn
-    from rules.values import parse_timestamp
+    from schemas.values import parse_timestamp
     fn = StatefulLeadFn("unused.json", 60)
     weekly = processor([dict(OPENED, rules={"activity": "email_open", "within_days": 7})])
     fn.cache = type("Cache", (), {"current": lambda self: weekly,

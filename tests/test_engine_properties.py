@@ -16,7 +16,7 @@ from rules import LeadProcessor, LeadState, evaluate_tenant, parse_definitions
 from rules.compiler import CompiledTenant
 from rules.lead import Changes, activity_order
 from rules.reference import deltas_between
-from rules.values import DAY_US
+from schemas.values import DAY_US
 from rules.compiler import NATIVE
 from tests.conftest import require_native
 from tests.oracle import fold

@@ -30,7 +30,7 @@ import uuid
 import fastavro
 import pytest
 
-from rules.values import parse_timestamp
+from schemas.values import parse_timestamp
 from storage import open_store
 from tests.helpers import expected_memberships, sink_memberships
 from tests.test_pipeline_batch import sample_events

@@ -5,7 +5,7 @@ import pytest
 
 from rules import LeadState, Profile, evaluate_tenant, parse_definitions
 from rules.compiler import NATIVE, CompiledTenant
-from rules.values import DAY_US, parse_timestamp
+from schemas.values import DAY_US, parse_timestamp
 from tests.conftest import require_native
 
 NOW = parse_timestamp("2026-06-15T12:00:00Z")

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rules import parse_definitions
-from rules.values import parse_timestamp
+from schemas.values import parse_timestamp
 from schemas.events import InvalidEvent, parse_event
 from tests.helpers import (SAMPLE, doc_of, event_json, expected_memberships, run_backfill,
                            sink_memberships, table_counts, write_events)

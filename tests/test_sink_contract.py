@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rules.values import format_ts
+from schemas.values import format_ts
 from schemas import tables
 from schemas.records import make_dead_letter, make_delta
 from storage import check_sink, open_store

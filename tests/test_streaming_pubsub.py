@@ -20,7 +20,7 @@ import uuid
 
 import pytest
 
-from rules.values import format_ts
+from schemas.values import format_ts
 from tests.helpers import SAMPLE, expected_memberships
 from tests.test_pipeline_batch import sample_events
 from tools import parts

@@ -17,7 +17,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
 from rules import parse_definitions
-from rules.values import DAY_US, format_ts, parse_timestamp
+from schemas.values import DAY_US, format_ts, parse_timestamp
 from schemas.records import Sweep, lead_key
 from transforms.evaluate import DELTAS, PROFILES, EvaluateLeadsStreaming
 from transforms.parse import DEAD_LETTERS, EVENTS, ParseEvents

@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.values import canon, format_ts, parse_timestamp, to_date_us, to_number
+from schemas.values import canon, format_ts, parse_timestamp, to_date_us, to_number
 
 
 FIRST_US, LAST_US = parse_timestamp("0001-01-01T00:00:00Z"), \
@@ -67,7 +67,7 @@ def test_times_past_the_year_9999_print_in_the_same_calendar():
     delta and the lead's clock must print, where datetime stops."""
     from datetime import datetime, timedelta
 
-    from rules.values import _civil_text
+    from schemas.values import _civil_text
     for day in [*range(-719_162, -718_000), *range(-1000, 1000, 7),
                 *range(2_931_000, 2_932_897)]:
         moment = datetime(1970, 1, 1) + timedelta(days=day)

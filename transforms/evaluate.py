@@ -26,7 +26,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from rules import LeadState
 from rules.processor import NO_TENANT
-from rules.values import LAST_US
+from schemas.values import LAST_US
 from schemas.events import event_json
 from schemas.records import ChangeEvent, Sweep, make_dead_letter, split_lead_key
 from storage import shared_store

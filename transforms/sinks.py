@@ -19,7 +19,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.portability import common_urns
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from rules.values import format_ts
+from schemas.values import format_ts
 from schemas import tables
 from schemas.records import lead_key, make_dead_letter
 from storage import parse_sink_uri, shared_store

@@ -14,7 +14,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from rules import LeadProcessor, LeadState, parse_definitions  # noqa: E402
-from rules.values import format_ts, parse_timestamp, reject_json_constant  # noqa: E402
+from schemas.values import format_ts, parse_timestamp, reject_json_constant  # noqa: E402
 from schemas import tables  # noqa: E402
 from schemas.events import InvalidEvent, parse_event  # noqa: E402
 from schemas.records import EVENT_TYPES, make_dead_letter  # noqa: E402
