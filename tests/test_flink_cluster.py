@@ -258,7 +258,8 @@ def stream_sample(tmp_path, sink, runner, name, during=None, timeout=300, settle
                   cluster=None):
     """Stream the sample into `sink` in rounds: each is published, then waited for until
     every event of it is applied (`timeout` s), then until the memberships are the
-    reference's up to now (at most `settle` s: the due timers fire); `during(stream,
+    reference's up to now (at most `settle` s: the due timers fire, the rows of a
+    checkpoint are written), and so again at the end; `during(stream,
     share applied)` is called while it runs. Returns a Result (its memberships may differ
     from `expected` after `settle`: the caller judges)."""
     from pipeline import pubsub
@@ -293,18 +294,26 @@ def stream_sample(tmp_path, sink, runner, name, during=None, timeout=300, settle
                     continue
                 wanted.add(so_far[-1].event_id)
             wait_for(applied, timeout, "the round's events applied", stream, describe)
-            try:
-                wait_for(lambda: sink_memberships(sink) == expected(), settle,
-                         "the reference memberships", stream)
-            except AssertionError:
-                settle = min(settle, 5)  # the caller compares; they may stay wrong
+            settled(sink, expected, settle, stream)
         wait_for(lambda: len(reasons(sink)) == bad, timeout, "the dead letters", stream,
                  describe)
+        settled(sink, expected, settle, stream)
         members, reference = sink_memberships(sink), expected()
     finally:
         stream.stop()
     return Result(sink, stream.started, members, reference,
                   deltas_before(sink, stream.started), reasons(sink))
+
+
+def settled(sink, expected, settle, stream):
+    """Wait at most `settle` s for the sink's memberships to be the reference's (rows
+    wait for a checkpoint, and after a failure for the restarted job's first ones); the
+    caller compares them in the end."""
+    try:
+        wait_for(lambda: sink_memberships(sink) == expected(), settle,
+                 "the reference memberships", stream)
+    except AssertionError:
+        pass
 
 
 def waiting_messages(subscription):
@@ -413,7 +422,7 @@ def test_a_lost_taskmanager_restarts_the_job_from_its_checkpoint(
 
     with timed("stream on the cluster, a TaskManager killed"):
         result = stream_sample(tmp_path, sink, cluster_stream_args(cluster, workers),
-                               "fault", during=kill_midway, settle=30, cluster=cluster)
+                               "fault", during=kill_midway, settle=90, cluster=cluster)
     assert lost, "the stream ended before a TaskManager could be killed"
     print(f"killed {lost['victim']} with {lost['applied']:.0%} of the events applied, "
           f"after checkpoint {lost['checkpoint']}; replacement registered in "
