@@ -17,8 +17,6 @@ clock: deltas at or after the reference run's start are left out of the comparis
 from __future__ import annotations
 
 import collections
-import glob
-import gzip
 import json
 import os
 import signal
@@ -27,13 +25,12 @@ import sys
 import time
 import uuid
 
-import fastavro
 import pytest
 
 from schemas.values import parse_timestamp
 from storage import open_store
 from tests.helpers import expected_memberships, sink_memberships
-from tests.test_pipeline_batch import sample_events
+from tests.test_pipeline_batch import sample_events, sample_lines
 from tests.test_sink_contract import WRITE_TIMES, tables_of
 from tools import parts
 
@@ -134,20 +131,6 @@ def test_backfill_on_the_cluster_equals_the_direct_runner(cluster, workers, post
 
 
 # -- the streams -----------------------------------------------------------------------
-
-def sample_lines():
-    """Every record of the sample, bad ones included, in the sample's order."""
-    lines = []
-    for name in sorted(glob.glob(os.path.join(SAMPLE, "events", "*"))):
-        if name.endswith(".avro"):
-            with open(name, "rb") as handle:
-                lines += [json.dumps(r).encode() for r in fastavro.reader(handle)]
-        else:
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(name, "rb") as handle:
-                lines += [line.rstrip(b"\n") for line in handle if line.strip()]
-    return lines
-
 
 def lead_of(line):
     try:

@@ -161,11 +161,8 @@ def valid_events(document, events):
     return definitions, kept
 
 
-def sample_events():
-    """The sample's valid events, read the plain way (no Beam)."""
-    with open(os.path.join(SAMPLE, "lists.json")) as handle:
-        document = json.load(handle)
-    definitions = parse_definitions(document)
+def sample_lines():
+    """Every record of the sample, bad ones included, in the sample's order."""
     lines = []
     for name in sorted(glob.glob(os.path.join(SAMPLE, "events", "*"))):
         if name.endswith(".avro"):
@@ -175,6 +172,15 @@ def sample_events():
             opener = gzip.open if name.endswith(".gz") else open
             with opener(name, "rb") as handle:
                 lines += [line.rstrip(b"\n") for line in handle if line.strip()]
+    return lines
+
+
+def sample_events():
+    """The sample's valid events, read the plain way (no Beam)."""
+    with open(os.path.join(SAMPLE, "lists.json")) as handle:
+        document = json.load(handle)
+    definitions = parse_definitions(document)
+    lines = sample_lines()
     events, bad = [], 0
     for line in lines:
         try:
