@@ -6,7 +6,7 @@ setuptools.setup(
     name="dynlists",
     version="0.1.0",
     description="Streaming dynamic-list membership on Apache Beam",
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11,<3.14",
     packages=setuptools.find_packages(include=["pipeline", "rules", "schemas", "storage",
                                                "transforms"]),
     package_data={"schemas": ["*.avsc"]},

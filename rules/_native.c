@@ -137,27 +137,23 @@ bits_to_double(int64_t word)
     return value;
 }
 
-/* 1 when obj is an int of up to two 30-bit digits (a time of this era), read directly
- * into *out; 0 when not. */
+/* 1 when obj is an exact int that fits 64 bits (a time), read into *out; 0 when not
+ * (no error set). Public API only: the int's layout is the interpreter's business. */
 static inline int
 small_time(PyObject *obj, int64_t *out)
 {
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000 && PyLong_SHIFT == 30
-    if (PyLong_CheckExact(obj)) {
-        Py_ssize_t size = Py_SIZE(obj);
-        const digit *d = ((PyLongObject *)obj)->ob_digit;
-        int64_t value = size == 0 ? 0 : (int64_t)d[0];
-        if (size == 2 || size == -2)
-            value |= (int64_t)d[1] << PyLong_SHIFT;
-        else if (size > 2 || size < -2)
-            return 0;
-        *out = size < 0 ? -value : value;
-        return 1;
+    if (!PyLong_CheckExact(obj))
+        return 0;
+    int overflow = 0;
+    long long value = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (overflow)
+        return 0;
+    if (value == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
     }
-#endif
-    (void)obj;
-    (void)out;
-    return 0;
+    *out = (int64_t)value;
+    return 1;
 }
 
 /* A tuple of strs, ints and None can be in no cycle: untracked, the collector need not
@@ -3028,9 +3024,13 @@ state_layout(PyObject *state)
         return 0;
     Py_ssize_t offsets[ST_COUNT];
     for (int k = 0; k < ST_COUNT; k++) {
-        PyObject *slot = _PyType_Lookup(type, STATE_ATTRS[k]);  /* borrowed */
+        /* the class attribute: a slot's member descriptor (new reference) */
+        PyObject *slot = PyObject_GetAttr((PyObject *)type, STATE_ATTRS[k]);
+        if (slot == NULL)
+            PyErr_Clear();
         const PyMemberDef *member = slot != NULL && Py_IS_TYPE(slot, &PyMemberDescr_Type) ?
             ((PyMemberDescrObject *)slot)->d_member : NULL;
+        Py_XDECREF(slot);  /* the type holds it */
         if (member == NULL || member->type != T_OBJECT_EX || (member->flags & READONLY)) {
             PyErr_Format(PyExc_TypeError, "on_event: the state keeps '%U' elsewhere than "
                          "in LeadState's slots", STATE_ATTRS[k]);

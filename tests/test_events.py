@@ -213,5 +213,7 @@ def test_a_deeply_nested_value_anywhere_has_its_reason_even_on_a_deep_stack(chan
 
 
 def test_nesting_deeper_than_the_parser_goes_is_too_deep():
-    payload = record(fields={"v": 0}).replace("0", "[" * 5000 + "]" * 5000)
+    # (Python 3.11's parser gives up on it; 3.12 and later parse it, and the depth check
+    # refuses it)
+    payload = record(fields={"v": "DEEP"}).replace('"DEEP"', "[" * 5000 + "]" * 5000)
     assert code_of(payload) == "too_deep"

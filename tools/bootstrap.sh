@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Create .venv with Python 3.11 if it is missing and install the locked dependencies and
-# this project (with the engine's C module where a C compiler is found); does nothing
-# when requirements.lock, setup.py and the C source have not changed.
+# Create .venv with a supported Python (3.11 to 3.13: $DYNLISTS_PYTHON if set, else the
+# first of python3.11, python3.12, python3.13, python3 that is one) if it is missing, and
+# install the locked dependencies and this project (with the engine's C module where a
+# C compiler is found); does nothing when requirements.lock, setup.py and the C source
+# have not changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+supported='import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))'
 python=""
-for candidate in python3.11 python3 python; do
-  if command -v "$candidate" >/dev/null 2>&1 &&
-     "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+for candidate in ${DYNLISTS_PYTHON:-} python3.11 python3.12 python3.13 python3 python; do
+  if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c "$supported" 2>/dev/null; then
     python=$candidate
     break
   fi
 done
 if [ -z "$python" ]; then
-  echo "error: Python 3.11 is needed (python3.11 was not found on PATH)" >&2
+  echo "error: Python 3.11, 3.12 or 3.13 is needed (none found on PATH; DYNLISTS_PYTHON names one)" >&2
   exit 1
 fi
 
