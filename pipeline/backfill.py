@@ -8,6 +8,7 @@ import time
 from pipeline.options import job_options, parse_time_arg
 from pipeline.prepare import prepare_deltas_topic, prepare_sink
 from pipeline.summary import print_summary
+from transforms.progress import Progress
 
 
 def run_backfill(argv):
@@ -31,7 +32,8 @@ def run_backfill(argv):
     prepare_deltas_topic(ours.deltas_topic, ours.sink)
     pipeline = beam.Pipeline(options=options)
     build_backfill(pipeline, ours.events, doc, ours.sink, as_of, ours.deltas_topic)
-    result = pipeline.run()
-    result.wait_until_finish()
+    with Progress(len(matched)):  # records read and rate, on a terminal
+        result = pipeline.run()
+        result.wait_until_finish()
     return print_summary(result, ours.sink, time.time() - started)
 

@@ -307,3 +307,22 @@ def test_no_cloud_credentials_is_one_line(tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: no Google Cloud credentials") and \
         "PUBSUB_EMULATOR_HOST" in last
+
+
+def test_backfill_shows_its_progress_on_a_terminal_only(tmp_path):
+    """Records read and the rate, redrawn on one line; nothing when stderr is not a
+    terminal (DYNLISTS_PROGRESS=1 stands for one here)."""
+    import glob
+    files = len(glob.glob(os.path.join(SAMPLE, "events", "*")))
+    args = ("backfill", "--events", os.path.join(SAMPLE, "events", "*"), "--lists", LISTS,
+            "--direct_num_workers=2", "--direct_running_mode=multi_processing")
+    env = {**os.environ, "DYNLISTS_PROGRESS": "1"}
+    shown = subprocess.run([sys.executable, "-m", "pipeline", *args, "--sink",
+                            f"sqlite:///{tmp_path}/a.db"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    read = shown.stdout.split("records read:")[1].split()[0]
+    last = shown.stderr.split("\r")[-1]
+    assert f"read {int(read):,} records (" in last and f"{files} of {files} file(s) done" in last
+    quiet = run(*args, "--sink", f"sqlite:///{tmp_path}/b.db")
+    assert quiet.returncode == 0 and "records (" not in quiet.stderr

@@ -85,9 +85,22 @@ def _json_value(value):
 
 
 def read_records(readable):
-    """Records of a file matched by fileio (the backfill job)."""
+    """Records of a file matched by fileio (the backfill job), counted for the launcher's
+    progress line when it asked for one (transforms/progress.py)."""
+    from transforms.progress import counter
     path = readable.metadata.path
-    return records_of(path, lambda compression: readable.open(compression_type=compression))
+    records = records_of(path, lambda compression: readable.open(compression_type=compression))
+    progress = counter()
+    if progress is None:
+        return records
+    return _counted(records, progress)
+
+
+def _counted(records, progress):
+    for record in records:
+        progress.record()
+        yield record
+    progress.file_done()
 
 
 def matching_files(pattern):
