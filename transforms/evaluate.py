@@ -146,12 +146,25 @@ class EvaluateHistoryFn(beam.DoFn):
         elapsed = (time.perf_counter() - started) * 1e6
         self.counters.count(outcomes, deltas, elapsed, len(events))
         tenant, lead = split_lead_key(key)
-        profile = profile_row(tenant, lead, state, now_us())
-        if self.per_lead:
-            yield LeadRows(tuple(deltas), profile)
-            return
-        yield from deltas
-        yield pvalue.TaggedOutput(PROFILES, profile)
+        yield from lead_outputs(deltas, profile_row(tenant, lead, state, now_us()),
+                                self.per_lead)
+
+
+def lead_outputs(deltas, profile, per_lead):
+    """A lead's evaluation as the DoFn's outputs: one LeadRows (`per_lead`), or each
+    delta (main) and the profile row ('profiles')."""
+    if per_lead:
+        yield LeadRows(tuple(deltas), profile)
+        return
+    yield from deltas
+    yield pvalue.TaggedOutput(PROFILES, profile)
+
+
+def with_lead_outputs(pardo, per_lead):
+    """The ParDo's tagged outputs for lead_outputs (and DEAD_LETTERS)."""
+    return pardo.with_output_types(LeadRows if per_lead else typing.Any).with_outputs(
+        *(() if per_lead else (PROFILES,)), DEAD_LETTERS,
+        main=LEADS if per_lead else DELTAS)
 
 
 class EvaluateLeads(beam.PTransform):
@@ -172,12 +185,9 @@ class EvaluateLeads(beam.PTransform):
         return (events
                 | "KeyByLead" >> KeyByLead()
                 | "GroupHistories" >> beam.GroupByKey()
-                | "Evaluate" >> beam.ParDo(
+                | "Evaluate" >> with_lead_outputs(beam.ParDo(
                     EvaluateHistoryFn(self.per_lead), pvalue.AsSingleton(self.definitions),
-                    pvalue.AsSingleton(as_of)).with_output_types(
-                        LeadRows if self.per_lead else typing.Any).with_outputs(
-                        *(() if self.per_lead else (PROFILES,)), DEAD_LETTERS,
-                        main=LEADS if self.per_lead else DELTAS))
+                    pvalue.AsSingleton(as_of)), self.per_lead))
 
 
 TOMBSTONE_RETENTION_US = 7 * 86_400 * 1_000_000
@@ -400,12 +410,8 @@ class StatefulLeadFn(beam.DoFn):
             flip.clear()
         if not state.exists and state.tomb is not None:
             expiry.set(_timer_time(state.tomb[0] + TOMBSTONE_RETENTION_US))
-        profile = profile_row(tenant, lead_id, state, now_us())
-        if self.per_lead:
-            yield LeadRows(tuple(deltas), profile)
-            return
-        yield from deltas
-        yield pvalue.TaggedOutput(PROFILES, profile)
+        yield from lead_outputs(deltas, profile_row(tenant, lead_id, state, now_us()),
+                                self.per_lead)
 
 
 class EvaluateLeadsStreaming(beam.PTransform):
@@ -427,8 +433,5 @@ class EvaluateLeadsStreaming(beam.PTransform):
             keyed = (keyed, self.sweeps) | "WithSweeps" >> beam.Flatten().with_output_types(
                 typing.Tuple[str, typing.Any])
         # a str key hint gives the state a deterministic key coder
-        return keyed | "Evaluate" >> beam.ParDo(self.fn).with_input_types(
-            typing.Tuple[str, typing.Any]).with_output_types(
-                LeadRows if self.per_lead else typing.Any).with_outputs(
-                *(() if self.per_lead else (PROFILES,)), DEAD_LETTERS,
-                main=LEADS if self.per_lead else DELTAS)
+        return keyed | "Evaluate" >> with_lead_outputs(beam.ParDo(self.fn).with_input_types(
+            typing.Tuple[str, typing.Any]), self.per_lead)
