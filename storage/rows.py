@@ -71,9 +71,14 @@ def profile_row(tenant_id, lead_id, state, updated_at):
         "activities": _json([list(a) for a in profile.activities] if profile else []),
         "memberships": _json({k: _ts(v) for k, v in state.members.items()}),
         "clock": format_ts(state.clock) if state.clock is not None else None,
-        "state": json.dumps(state.to_dict(), separators=(",", ":"), ensure_ascii=False),
+        "state": state_json(state),
         "updated_at": format_ts(updated_at),
     }
+
+
+def state_json(state):
+    """The `state` column of a lead's profile row: what a job resumes the lead from."""
+    return json.dumps(state.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
 
 def state_from_row(row):

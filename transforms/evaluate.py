@@ -30,7 +30,7 @@ from schemas.values import LAST_US
 from schemas.events import event_json
 from schemas.records import ChangeEvent, Sweep, make_dead_letter, split_lead_key
 from storage import shared_store
-from storage.rows import profile_row, state_from_row
+from storage.rows import profile_row, state_from_row, state_json
 from transforms import coders  # noqa: F401 - registers the event coder
 from transforms.definitions import NAMESPACE, shared_cache
 from transforms.pubsub import DRAINING
@@ -224,6 +224,7 @@ DEFER_RETRIES = 360          # then it waits for its next event (an hour of retr
 # a drain moved the watermark to the end of time (the flip belongs to the job that
 # resumes from the sink, at the lead's next event or sweep).
 AHEAD_OF_CLOCK_US = 5 * 60 * 1_000_000
+EXPIRY_RECHECK_US = 10_000_000  # how soon an expiry the sink is not ready for looks again
 
 
 class StatefulLeadFn(beam.DoFn):
@@ -391,14 +392,32 @@ class StatefulLeadFn(beam.DoFn):
         yield from self._finish(tenant, lead_id, state, deltas, lead, flip, expiry)
 
     @on_timer(EXPIRY)
-    def on_expiry(self, lead=beam.DoFn.StateParam(LEAD), flip=beam.DoFn.TimerParam(FLIP)):
+    def on_expiry(self, key=beam.DoFn.KeyParam, lead=beam.DoFn.StateParam(LEAD),
+                  flip=beam.DoFn.TimerParam(FLIP), expiry=beam.DoFn.TimerParam(EXPIRY)):
         state = lead.read()
         if isinstance(state, Deferred):
             return  # it has events waiting: not gone
-        if state is not None and not state.exists:
-            lead.clear()
-            flip.clear()
-            self.expired.inc()
+        if state is None or state.exists:
+            return
+        if not self._stored(key, state):
+            # The sink does not hold this state yet (exactly once: its rows wait for a
+            # checkpoint). Freed now, the lead's next event would start it over from an
+            # older profile, or none, and write a second history. Look again later; a
+            # draining job keeps the state to its end.
+            if not DRAINING.is_set():
+                expiry.set(_timer_time(now_us() + EXPIRY_RECHECK_US))
+            return
+        lead.clear()
+        flip.clear()
+        self.expired.inc()
+
+    def _stored(self, key, state):
+        """Whether the sink the job resumes from holds exactly this state (always, when
+        it does not resume: a lead freed then starts over, by design)."""
+        if self.resume_from is None:
+            return True
+        row = shared_store(self.resume_from).profile(*split_lead_key(key))
+        return row is not None and row["state"] == state_json(state)
 
     def _finish(self, tenant, lead_id, state, deltas, lead, flip, expiry):
         lead.write(state)
