@@ -33,6 +33,7 @@ from storage import shared_store
 from storage.rows import profile_row, state_from_row, state_json
 from transforms import coders  # noqa: F401 - registers the event coder
 from transforms.definitions import NAMESPACE, shared_cache
+from transforms.fnapi import pipeline_state_commits
 from transforms.pubsub import DRAINING
 
 DELTAS = "deltas"
@@ -261,6 +262,8 @@ class StatefulLeadFn(beam.DoFn):
         self.dropped_at_drain = Metrics.counter(NAMESPACE, "dead_letter_deferred_at_drain")
 
     def setup(self):
+        # in the worker's process, whichever runner started it
+        pipeline_state_commits()
         self.cache = shared_cache(self.lists_path, self.refresh)
         self.resume_from = self.sink if self.sink and self.resume else None
 
