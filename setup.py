@@ -17,6 +17,7 @@ setuptools.setup(
     install_requires=[
         "apache-beam[gcp]==2.77.0",
         "fastavro==1.13.1",
+        "plotly==7.1.0",
         "google-cloud-pubsub==2.44.0",
         "psycopg[binary]==3.3.9",
         "psycopg-pool==3.3.3",

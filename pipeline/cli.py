@@ -18,7 +18,7 @@ from rules import DefinitionError
 # command -> the module of pipeline/ whose run_<command>(argv) runs it
 COMMAND_MODULES = {"backfill": "backfill", "stream": "stream", "explain": "explain",
                    "validate": "validate", "publish": "stream", "sweep": "stream",
-                   "reconcile": "reconcile"}
+                   "reconcile": "reconcile", "report": "report"}
 COMMANDS = tuple(COMMAND_MODULES)
 USAGE = """usage: python -m pipeline COMMAND [options]
 
@@ -28,10 +28,11 @@ commands:
            (or --topic projects/P/topics/T to read through a subscription of its own;
            sweeps from --control_subscription, default S-control; Ctrl-C drains)
   explain  --lists FILE --sink URI --tenant T --lead L [--list X] [--as_of TS]
-  validate --lists FILE
+  validate --lists FILE [--graph FILE.svg]
   publish  --events GLOB --topic projects/P/topics/T [--rate N]
   sweep    --lists FILE --sink URI --control_topic projects/P/topics/T
   reconcile --lists FILE --sink URI [--fix] [--as_of TS] [--report_dir DIR] [Beam options]
+  report   --lists FILE --sink URI --out FILE.html
 
 COMMAND --help: its options; COMMAND --help-beam: Beam's too
 """

@@ -1,4 +1,5 @@
-"""`validate`: check a definition file and print each tenant's lists in order."""
+"""`validate`: check a definition file and print each tenant's lists in order;
+`--graph FILE.svg` also draws their dependency graph (pipeline/pictures.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pipeline.options import parse_args
 
 def run_validate(argv):
     parser = argparse.ArgumentParser(prog="python -m pipeline validate")
-    parser.add_argument("--lists", required=True)
+    parser.add_argument("--lists", required=True, metavar="FILE")
+    parser.add_argument("--graph", metavar="FILE.svg",
+                        help="draw the lists' dependency graph into this SVG file")
     args = parse_args(parser, argv)
     from transforms.definitions import read_definitions
     definitions, _ = read_definitions(args.lists)
@@ -25,5 +28,22 @@ def run_validate(argv):
             note = "static" if definition.static else (
                 f"after {', '.join(refs)}" if refs else "")
             print(f"  {i:>4}. {lid}" + (f"  ({note})" if note else ""))
+    if args.graph:
+        _draw(definitions, args.graph)
     return 0
+
+
+def _draw(definitions, path):
+    from pipeline.options import UsageError
+    from pipeline.pictures import NoGraphviz, dependency_dot, render_svg
+    try:
+        svg = render_svg(dependency_dot(definitions))
+    except NoGraphviz as err:
+        raise UsageError(str(err)) from None
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(svg)
+    except OSError as err:
+        raise UsageError(f"cannot write {path}: {err.strerror}") from None
+    print(f"dependency graph written to {path}")
 

@@ -273,7 +273,7 @@ def test_sink_files_of_earlier_layouts_are_brought_up_to_date(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["backfill", "stream", "reconcile", "explain", "validate",
-                                     "publish", "sweep"])
+                                     "publish", "sweep", "report"])
 def test_every_command_help_is_short_and_its_own(command):
     """A command's --help fits a screen and starts with its own options; the job
     commands point to --help-beam for all of Beam's."""
