@@ -26,6 +26,7 @@ from storage import open_store, parse_sink_uri
 from storage.rows import state_from_row
 from transforms.definitions import shared_cache
 from transforms.evaluate import now_us
+from transforms.progress import Progress, counter
 from transforms.sinks import WriteTables
 
 EXPECTED, FOUND = "expected", "found"
@@ -61,7 +62,16 @@ class ExpectedFn(beam.DoFn):
     def setup(self):
         self.cache = shared_cache()
 
+    def start_bundle(self):
+        self.progress = counter()  # the launcher's progress line, when it shows one
+
+    def finish_bundle(self):
+        if self.progress is not None:
+            self.progress.flush()
+
     def process(self, row, doc, as_of):
+        if self.progress is not None:
+            self.progress.record()
         definitions = self.cache.get(doc).definitions
         tenant = definitions.tenant(row["tenant_id"])
         state = state_from_row(row)
@@ -182,7 +192,15 @@ def run_reconcile(argv):
     pipeline = beam.Pipeline(options=options)
     build_reconcile(pipeline, ours.sink, doc, report_dir, fix, as_of, run_id,
                     ours.deltas_topic)
-    pipeline.run().wait_until_finish()
+    store = open_store(ours.sink)
+    try:
+        profiles = None if parse_sink_uri(ours.sink).scheme == "bigquery" else \
+            store.count(tables.LEAD_PROFILES)
+    finally:
+        store.close()
+    # profiles re-evaluated and rate, on a terminal
+    with Progress(label="re-evaluated", unit="profiles", total=profiles):
+        pipeline.run().wait_until_finish()
     rows = read_report(report_dir)
     differ = [r for r in rows if r["missing"] or r["extra"]]
     print(f"{'tenant':<12} {'list':<28} {'expected':>9} {'found':>7} {'missing':>8} "

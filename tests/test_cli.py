@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.helpers import SAMPLE
+from tests.helpers import SAMPLE, table_counts
 
 ROOT = os.path.dirname(SAMPLE)
 LISTS = os.path.join(SAMPLE, "lists.json")
@@ -307,6 +307,24 @@ def test_no_cloud_credentials_is_one_line(tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: no Google Cloud credentials") and \
         "PUBSUB_EMULATOR_HOST" in last
+
+
+def test_reconcile_shows_its_progress_on_a_terminal_only(tmp_path):
+    """Profiles re-evaluated of how many, and the rate; nothing off a terminal."""
+    sink = f"sqlite:///{tmp_path}/a.db"
+    done = run("backfill", "--events", os.path.join(SAMPLE, "events", "*"), "--lists",
+               LISTS, "--sink", sink)
+    assert done.returncode == 0, done.stderr[-2000:]
+    profiles = table_counts(sink)["lead_profiles"]
+    env = {**os.environ, "DYNLISTS_PROGRESS": "1"}
+    shown = subprocess.run([sys.executable, "-m", "pipeline", "reconcile", "--lists", LISTS,
+                            "--sink", sink], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    last = shown.stderr.split("\r")[-1]
+    assert f"re-evaluated {profiles:,} of {profiles:,} profiles (" in last, last
+    quiet = run("reconcile", "--lists", LISTS, "--sink", sink)
+    assert quiet.returncode == 0 and "profiles (" not in quiet.stderr
 
 
 def test_backfill_shows_its_progress_on_a_terminal_only(tmp_path):

@@ -29,11 +29,13 @@ def wanted():
 
 
 class Progress:
-    """`with Progress(files) as progress:` around a job's run: workers started inside it
-    report to it (their environment names its folder)."""
+    """`with Progress(...) as progress:` around a job's run: workers started inside it
+    report to it (their environment names its folder). `files`: how many input files
+    the line counts down (backfill); `total`: how many records there are, when known
+    (reconcile's profiles)."""
 
-    def __init__(self, files, label="read"):
-        self.files, self.label = files, label
+    def __init__(self, files=None, label="read", unit="records", total=None):
+        self.files, self.label, self.unit, self.total = files, label, unit, total
         self.folder = None
         self.done = threading.Event()
         self.thread = None
@@ -72,8 +74,10 @@ class Progress:
     def line(self):
         records, files = self.counts()
         seconds = max(time.monotonic() - self.started, 1e-9)
-        return (f"{self.label} {records:,} records ({records / seconds:,.0f}/s), "
-                f"{files} of {self.files} file(s) done, {seconds:.0f}s")
+        of = f" of {self.total:,}" if self.total is not None else ""
+        done = f"{files} of {self.files} file(s) done, " if self.files is not None else ""
+        return (f"{self.label} {records:,}{of} {self.unit} ({records / seconds:,.0f}/s), "
+                f"{done}{seconds:.0f}s")
 
     def _run(self):
         while not self.done.wait(INTERVAL_S):
@@ -87,7 +91,7 @@ class Counter:
 
     def __init__(self, folder):
         self.path = os.path.join(folder, f"{os.getpid()}-{threading.get_ident()}")
-        self.records = self.files = 0
+        self.records = self.files = self._flushed = 0
         self.written = 0.0
 
     def record(self):
@@ -98,6 +102,12 @@ class Counter:
     def file_done(self):
         self.files += 1
         self.write()
+
+    def flush(self):
+        """At a bundle's end: the count written even when it is not due."""
+        if self.records != self._flushed:
+            self._flushed = self.records
+            self.write()
 
     def write(self):
         self.written = time.monotonic()
