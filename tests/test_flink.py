@@ -18,8 +18,7 @@ from schemas import tables as T
 from tools import parts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
-PYTHON = VENV_PYTHON if os.path.exists(VENV_PYTHON) else sys.executable
+PYTHON = sys.executable
 
 # Columns a run stamps with its own wall-clock time; everything else must match.
 IGNORED = {"processed_at", "received_at", "updated_at"}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv with a supported Python (3.11 to 3.13: $DYNLISTS_PYTHON if set, else the
-# first of python3.11, python3.12, python3.13, python3 that is one) if it is missing, and
+# Create .venv (or $DYNLISTS_VENV) with a supported Python (3.11 to 3.13: $DYNLISTS_PYTHON
+# if set, else the first of python3.11, python3.12, python3.13, python3 that is one) if it
+# is missing, and
 # install the locked dependencies and this project (with the engine's C module where a
 # C compiler is found); does nothing when requirements.lock, setup.py and the C source
 # have not changed.
@@ -20,21 +21,22 @@ if [ -z "$python" ]; then
   exit 1
 fi
 
-stamp=.venv/.installed
+venv=${DYNLISTS_VENV:-.venv}
+stamp=$venv/.installed
 want=$(cat requirements.lock setup.py rules/_native.c | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
-if [ ! -x .venv/bin/python ]; then
-  echo "creating .venv with $($python --version)" >&2
-  "$python" -m venv .venv
+if [ ! -x "$venv/bin/python" ]; then
+  echo "creating $venv with $($python --version)" >&2
+  "$python" -m venv "$venv"
 fi
-echo "installing locked dependencies into .venv (first run takes a few minutes)" >&2
-.venv/bin/python -m pip install --quiet -r requirements.lock
-.venv/bin/python -m pip install --quiet --no-deps -e . 2>.venv/install.log ||
-  { cat .venv/install.log >&2; exit 1; }
-if ! .venv/bin/python -c 'import rules._native' 2>/dev/null; then
+echo "installing locked dependencies into $venv (first run takes a few minutes)" >&2
+"$venv/bin/python" -m pip install --quiet -r requirements.lock
+"$venv/bin/python" -m pip install --quiet --no-deps -e . 2>"$venv/install.log" ||
+  { cat "$venv/install.log" >&2; exit 1; }
+if ! "$venv/bin/python" -c 'import rules._native' 2>/dev/null; then
   echo "note: the engine's C module was not built (no C compiler?): the engine runs in" \
-       "pure Python, slower; see .venv/install.log" >&2
+       "pure Python, slower; see $venv/install.log" >&2
 fi
 echo "$want" > "$stamp"
