@@ -1,5 +1,7 @@
 """Installs the pipeline's packages, so Dataflow workers get them with --setup_file."""
 
+import glob
+
 import setuptools
 
 setuptools.setup(
@@ -12,7 +14,9 @@ setuptools.setup(
     package_data={"schemas": ["*.avsc"]},
     # the engine's evaluation loop in C; optional: without a C compiler the same engine
     # runs in pure Python (rules/compiler.py), only slower
+    # (rules/_native.c includes its parts from rules/native/: one translation unit)
     ext_modules=[setuptools.Extension("rules._native", ["rules/_native.c"], optional=True,
+                                      depends=sorted(glob.glob("rules/native/*.c")),
                                       extra_compile_args=["-O2"])],
     install_requires=[
         "apache-beam[gcp]==2.77.0",

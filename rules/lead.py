@@ -40,7 +40,7 @@ def merge_fields(values, versions, fields, version, changed):
     version is newer than its own. `changed` receives the previous value (None when
     absent) of each field whose value changed, the first one kept: a value of another
     type, or unequal, or a list or object (Python's equality holds [0] equal to [false],
-    which the rules tell apart). rules/_native.c has the same function for the C
+    which the rules tell apart). rules/native/view.c (merge_fields) is the same for the C
     backend."""
     for name, value in fields.items():
         name = intern(name)

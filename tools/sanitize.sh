@@ -4,8 +4,8 @@
 # .cache/sanitize/ (never in place: the checkout's own module is what every other run of
 # the tests loads), runs the engine's tests against that copy, then replays the fuzz
 # corpus (tests/fuzz/corpus, when there is one) through its harness, and exits non-zero
-# on any failed test or sanitizer report. The build is redone only when rules/_native.c,
-# setup.py, these flags or the compiler change.
+# on any failed test or sanitizer report. The build is redone only when rules/_native.c
+# (or a part of it in rules/native/), setup.py, these flags or the compiler change.
 #
 #   tools/sanitize.sh [pytest arguments]   default: the engine's property tests
 #   HYPOTHESIS_MAX_EXAMPLES=N              caps each property at N examples
@@ -36,7 +36,7 @@ cflags="-fsanitize=$sanitizers -fno-sanitize-recover=all -fno-omit-frame-pointer
 ldflags="-fsanitize=$sanitizers"
 
 plant=${SANITIZE_PLANT:-}
-key=$({ cat rules/_native.c setup.py; [ -z "$plant" ] || cat "$plant"
+key=$({ cat rules/_native.c rules/native/*.c setup.py; [ -z "$plant" ] || cat "$plant"
         echo "$cflags $ldflags"; gcc --version; } | sha256sum | cut -d' ' -f1)
 module=$cache/module-$key.so
 
