@@ -2,6 +2,7 @@
 
 Usage: python -m bench.stream_bench [--rates 100,500,2000] [--seconds 60] [--drain 60]
        [--flips 20] [--flip-load 0] [--runner DirectRunner] [--job-arg=--OPTION=VALUE]
+       [--sdk-workers N (FlinkRunner: N Python worker processes instead of LOOPBACK)]
 
 Starts Google's pstest Pub/Sub fake server (built from tools/pstest into .cache/bin if
 missing), points PUBSUB_EMULATOR_HOST at it, and for each rate runs a fresh
@@ -452,6 +453,9 @@ def main(argv=None):
                         choices=parts.RUNNERS)
     parser.add_argument("--startup", type=float, default=300,
                         help="seconds a job may take to write its first delta")
+    parser.add_argument("--sdk-workers", type=int, default=0,
+                        help="FlinkRunner: this many Python SDK worker processes from a "
+                             "worker pool (EXTERNAL) instead of the LOOPBACK worker")
     parser.add_argument("--job-arg", action="append", default=[],
                         help="an extra option for the job (repeatable), e.g. "
                              "--job-arg=--max_bundle_time_millis=100")
@@ -468,14 +472,20 @@ def main(argv=None):
     def terminate(*_):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, terminate)  # so that `finally` stops the processes
-    pstest, job = None, None
+    pstest, job, pool = None, None, None
     results, flips, missing_flips, failures = [], [], 0, []
     try:
         pstest, address = part(parts.start_pstest)
         os.environ["PUBSUB_EMULATOR_HOST"] = address
+        job_args = list(args.job_arg)
+        if args.sdk_workers:
+            from tools.flink.cluster import WorkerPool
+            pool = WorkerPool(env={"PUBSUB_EMULATOR_HOST": address}).start()
+            job_args += pool.environment_args() + [
+                f"--sdk_worker_parallelism={args.sdk_workers}"]
         client = publisher_client()
         for n, rate in enumerate(rates):
-            job = Job(args.data, f"rate-{rate}", args.runner, args.job_arg)
+            job = Job(args.data, f"rate-{rate}", args.runner, job_args)
             startup = warm_up(job, client, args.startup)
             print(f"{rate} events/s: job up in {startup:.1f}s (log {job.log_path})",
                   file=sys.stderr)
@@ -496,6 +506,8 @@ def main(argv=None):
         if job is not None:
             job.stop()
         stop_group(pstest, signal.SIGTERM)
+        if pool is not None:
+            pool.stop()
     print(f"load average after: {load_average()}", file=sys.stderr)
 
     runner = args.runner
@@ -503,6 +515,9 @@ def main(argv=None):
                               "source",
               "PrismRunner": "LOOPBACK workers, the pull reader",
               "FlinkRunner": "embedded Flink, parallelism 2, LOOPBACK, the pull reader"}[runner]
+    if args.sdk_workers:
+        engine = engine.replace("LOOPBACK", f"{args.sdk_workers} SDK worker processes "
+                                            "from a worker pool")
     if args.job_arg:
         engine += ", job options " + " ".join(args.job_arg)
     print(f"runner: {runner} ({engine}), "
