@@ -45,14 +45,17 @@ def _sample_ids():
     return [(item["tenant_id"], item["list_id"]) for item in doc["lists"]]
 
 
+def _backfill(sink):
+    done = _cli("backfill", "--events", os.path.join(ROOT, "sample", "events", "*"),
+                "--lists", SAMPLE_LISTS, "--sink", sink)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return sink
+
+
 @pytest.fixture(scope="module")
 def sample_sink(tmp_path_factory):
     """The bundled sample, backfilled into a fresh SQLite file."""
-    db = tmp_path_factory.mktemp("report") / "sample.db"
-    done = _cli("backfill", "--events", os.path.join(ROOT, "sample", "events", "*"),
-                "--lists", SAMPLE_LISTS, "--sink", f"sqlite:///{db}")
-    assert done.returncode == 0, done.stderr[-2000:]
-    return f"sqlite:///{db}"
+    return _backfill(f"sqlite:///{tmp_path_factory.mktemp('report') / 'sample.db'}")
 
 
 CHAIN_DOC = {"lists": [
@@ -126,11 +129,17 @@ def _sizes(sink):
         store.close()
 
 
-def test_sizes_over_time_end_at_the_memberships(sample_sink):
-    """The report's picture of each list, summed from its deltas, ends at the list's
-    members in list_memberships (and the sample does move lists both ways)."""
+@pytest.mark.parametrize("kind", ["sqlite", "jsonl", "postgresql"])
+def test_sizes_over_time_end_at_the_memberships(kind, sample_sink, tmp_path, request):
+    """In every sink the report reads, the picture of each list, summed from its
+    deltas, ends at the list's members in list_memberships (and the sample does move
+    lists both ways); the report command reads it."""
     from pipeline.pictures import sink_facts
     from storage import open_store
+    if kind == "jsonl":
+        sample_sink = _backfill(f"jsonl:///{tmp_path}/sink")
+    elif kind == "postgresql":
+        sample_sink = _backfill(request.getfixturevalue("postgres_sink"))
     store = open_store(sample_sink)
     try:
         facts = sink_facts(store)
@@ -142,6 +151,11 @@ def test_sizes_over_time_end_at_the_memberships(sample_sink):
         assert sum(facts["per_list"][key].values()) == sizes.get(key, 0), key
     by_cause = sum(sum(c.values()) for c in facts["per_cause"].values())
     assert by_cause == table_counts(sample_sink)["membership_deltas"]
+    done = _cli("report", "--lists", SAMPLE_LISTS, "--sink", sample_sink, "--out",
+                str(tmp_path / "report.html"))
+    assert done.returncode == 0, done.stderr
+    assert f"{by_cause:,} deltas, {sum(sizes.values()):,} memberships now" in \
+        (tmp_path / "report.html").read_text()
 
 
 def test_report_renders_in_chromium(sample_sink, tmp_path):
