@@ -12,6 +12,7 @@ import sys
 import time
 
 from pipeline.options import UsageError
+from transforms.progress import redraw
 
 _TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
 _SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
@@ -133,24 +134,23 @@ class Progress:
     def __init__(self, total, label):
         self.total, self.label, self.shown, self.started = total, label, 0.0, time.monotonic()
 
-    def update(self, done, force=False):
+    def update(self, done, force=False, final=False):
         now = time.monotonic()
         if not force and now - self.shown < 0.5:
             return
         self.shown = now
         rate = done / max(now - self.started, 1e-9)
         if self.total is None:
-            sys.stderr.write(f"\r{self.label} {done} ({rate:,.0f}/s)")
+            line = f"{self.label} {done} ({rate:,.0f}/s)"
         else:
             width = 30
             filled = int(width * done / self.total) if self.total else width
-            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-                             f"{done}/{self.total} ({rate:,.0f}/s)")
-        sys.stderr.flush()
+            line = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                    f"{done}/{self.total} ({rate:,.0f}/s)")
+        redraw(line, final)
 
     def close(self, done):
-        self.update(done, force=True)
-        sys.stderr.write("\n")
+        self.update(done, force=True, final=True)
 
 
 def publish(topic, messages, rate=None, label="published", total=None):

@@ -21,6 +21,7 @@ import time
 
 from pipeline import pubsub
 from tools import parts
+from transforms.progress import redraw
 
 ROOT = parts.ROOT
 TOPIC = "projects/dynlists-demo/topics/events"
@@ -48,7 +49,7 @@ def _count(sink):
 
 def _show(line, tty):
     if tty:
-        print(f"\r{line}\033[K", end="", file=sys.stderr, flush=True)
+        redraw(line)
 
 
 def _wait_for_start(job, log_path):

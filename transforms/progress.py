@@ -21,6 +21,12 @@ PROGRESS_DIR = "DYNLISTS_PROGRESS_DIR"
 INTERVAL_S = 0.5
 
 
+def redraw(line, final=False):
+    """Draw `line` over the terminal line stderr is on (ending it when `final`): the one
+    way this project's commands show progress."""
+    print(f"\r{line}\033[K", end="\n" if final else "", file=sys.stderr, flush=True)
+
+
 def wanted():
     forced = os.environ.get("DYNLISTS_PROGRESS")
     if forced is not None:
@@ -81,8 +87,8 @@ class Progress:
 
     def _run(self):
         while not self.done.wait(INTERVAL_S):
-            print(f"\r{self.line()}\033[K", end="", file=sys.stderr, flush=True)
-        print(f"\r{self.line()}\033[K", file=sys.stderr, flush=True)
+            redraw(self.line())
+        redraw(self.line(), final=True)
 
 
 class Counter:
