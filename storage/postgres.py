@@ -238,43 +238,54 @@ class PostgresStore(BatchWrites):
 
     # -- writing --------------------------------------------------------------------------
     def _write_values(self, deltas, dead, profiles, queue=False):
-        joins, leaves = membership_changes(deltas)
         # the last profile of a lead wins, as each replaces the one before
         profiles = list({(p[0], p[1]): p for p in profiles}.values())
-        new = [] if queue else 0
         with self.pool.connection() as conn:
             with conn.cursor() as cursor:
-                for table, rows in ((T.MEMBERSHIP_DELTAS, deltas), (T.DEAD_LETTERS, dead),
-                                    (T.LIST_MEMBERSHIPS, None), (T.LEAD_PROFILES, profiles)):
-                    if table == T.LIST_MEMBERSHIPS:
-                        written = len(new) if queue else new
-                        if written < len(deltas):
-                            # a replay: its changes may be older than the table's
-                            cursor.execute(_NEWEST)
-                            joins, leaves = membership_changes(deltas, {
-                                (t, li, le): seq for t, li, le, seq in cursor.fetchall()})
-                        rows = joins
-                    if not rows:
-                        continue
-                    if self._copied_fresh(cursor, table, rows):
-                        if table == T.MEMBERSHIP_DELTAS:
-                            new = self._queue_fresh(cursor, rows) if queue else len(rows)
-                        continue
-                    _copy(cursor, f"stage_{table}", rows)
-                    if table == T.MEMBERSHIP_DELTAS and queue:
-                        cursor.execute(_MERGE_QUEUED)
-                        ids = {found for (found,) in cursor.fetchall()}
-                        new = list({v[0]: v for v in deltas if v[0] in ids}.values())
-                        continue
-                    cursor.execute(_MERGE[table])
-                    if table == T.MEMBERSHIP_DELTAS:
-                        new = cursor.rowcount
+                new = self._write_deltas(cursor, deltas, queue)
+                self._write_rows(cursor, T.DEAD_LETTERS, dead)
+                joins, leaves = self._changes(cursor, deltas, len(new) if queue else new)
+                self._write_rows(cursor, T.LIST_MEMBERSHIPS, joins)
+                self._write_rows(cursor, T.LEAD_PROFILES, profiles)
                 if leaves:
                     _copy(cursor, "stage_leaves", leaves)
                     cursor.execute(_LEAVE)
             conn.commit()  # before the pool takes the connection back
         self._fenced_at = None  # this store reads its own writes: a new fence
         return new
+
+    def _write_deltas(self, cursor, deltas, queue):
+        """The deltas; how many were new (with `queue`, the new ones, for the outbox)."""
+        table = T.MEMBERSHIP_DELTAS
+        if not deltas:
+            return [] if queue else 0
+        if self._copied_fresh(cursor, table, deltas):
+            return self._queue_fresh(cursor, deltas) if queue else len(deltas)
+        _copy(cursor, f"stage_{table}", deltas)
+        if queue:
+            cursor.execute(_MERGE_QUEUED)
+            ids = {found for (found,) in cursor.fetchall()}
+            return list({v[0]: v for v in deltas if v[0] in ids}.values())
+        cursor.execute(_MERGE[table])
+        return cursor.rowcount
+
+    def _write_rows(self, cursor, table, rows):
+        """Rows into a table: copied straight in when it holds none of their keys yet,
+        else staged and merged."""
+        if rows and not self._copied_fresh(cursor, table, rows):
+            _copy(cursor, f"stage_{table}", rows)
+            cursor.execute(_MERGE[table])
+
+    @staticmethod
+    def _changes(cursor, deltas, written):
+        """(joins, leaves) of the deltas, `written` of which were new. A replay (some
+        were known) may be older than the stored memberships: then only changes at
+        least as new as the stored ones count."""
+        if written >= len(deltas):
+            return membership_changes(deltas)
+        cursor.execute(_NEWEST)
+        return membership_changes(deltas, {
+            (t, li, le): seq for t, li, le, seq in cursor.fetchall()})
 
     def _copied_fresh(self, cursor, table, rows):
         """Rows none of whose keys the table holds yet (a backfill's, mostly) are copied
