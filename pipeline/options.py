@@ -203,3 +203,11 @@ def parse_time_arg(text, name):
         raise UsageError(f"--{name} {text!r} is not an RFC 3339 timestamp "
                          "(e.g. 2026-06-01T00:00:00Z)") from None
 
+
+def write_output(path, text):
+    """Write the file an option names (a report, a graph), or UsageError in one line."""
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as err:
+        raise UsageError(f"cannot write {path}: {err.strerror}") from None

@@ -33,12 +33,14 @@ EXPECTED, FOUND = "expected", "found"
 
 
 class ReadStoredTable(beam.PTransform):
-    """Rows of one table of a sink: a query for BigQuery, the store's rows otherwise."""
+    """Rows of one table of a sink: a query for BigQuery, the store's rows otherwise
+    (read when the graph is built; `count` says how many, None for BigQuery)."""
 
     def __init__(self, sink, table):
         super().__init__()
         self.sink = sink
         self.table = table
+        self.count = None
 
     def expand(self, pbegin):
         uri = parse_sink_uri(self.sink)
@@ -52,6 +54,7 @@ class ReadStoredTable(beam.PTransform):
             rows = store.rows(self.table)
         finally:
             store.close()
+        self.count = len(rows)
         return pbegin | beam.Create(rows, reshuffle=False)
 
 
@@ -133,9 +136,12 @@ class FixFn(beam.DoFn):
 
 def build_reconcile(p, sink, doc, report_dir, fix=False, as_of=None, run_id=None,
                     deltas_topic=None):
+    """The reconcile job's graph; returns how many profiles it re-evaluates (None when
+    the sink is BigQuery, whose rows the job reads itself)."""
     definitions = p | "Definitions" >> beam.Create([doc])
     as_of_pc = p | "AsOf" >> beam.Create([as_of or 0])
-    profiles = p | "ReadProfiles" >> ReadStoredTable(sink, tables.LEAD_PROFILES)
+    read_profiles = ReadStoredTable(sink, tables.LEAD_PROFILES)
+    profiles = p | "ReadProfiles" >> read_profiles
     expected = profiles | "Recompute" >> beam.ParDo(
         ExpectedFn(), beam.pvalue.AsSingleton(definitions), beam.pvalue.AsSingleton(as_of_pc))
     found = (p | "ReadMemberships" >> ReadStoredTable(sink, tables.LIST_MEMBERSHIPS)
@@ -159,6 +165,7 @@ def build_reconcile(p, sink, doc, report_dir, fix=False, as_of=None, run_id=None
                                                                        main="deltas"))
         {"deltas": fixed["deltas"], "profiles": fixed["profiles"]} | "WriteFixes" >> \
             WriteTables(sink, deltas_topic)
+    return read_profiles.count
 
 
 def read_report(report_dir, prefix="report"):
@@ -190,14 +197,8 @@ def run_reconcile(argv):
     report_dir = ours.report_dir or tempfile.mkdtemp(prefix="reconcile-")
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     pipeline = beam.Pipeline(options=options)
-    build_reconcile(pipeline, ours.sink, doc, report_dir, fix, as_of, run_id,
-                    ours.deltas_topic)
-    store = open_store(ours.sink)
-    try:
-        profiles = None if parse_sink_uri(ours.sink).scheme == "bigquery" else \
-            store.count(tables.LEAD_PROFILES)
-    finally:
-        store.close()
+    profiles = build_reconcile(pipeline, ours.sink, doc, report_dir, fix, as_of, run_id,
+                               ours.deltas_topic)
     # profiles re-evaluated and rate, on a terminal
     with Progress(label="re-evaluated", unit="profiles", total=profiles):
         pipeline.run().wait_until_finish()

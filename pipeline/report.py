@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.options import UsageError, parse_args
+from pipeline.options import UsageError, parse_args, write_output
 from pipeline.prepare import usable_sink
 
 
@@ -37,11 +37,7 @@ def run_report(argv):
         page = build_report(definitions, store, args.lists, shown_uri(args.sink))
     finally:
         store.close()
-    try:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            handle.write(page)
-    except OSError as err:
-        raise UsageError(f"cannot write {args.out}: {err.strerror}") from None
+    write_output(args.out, page)
     print(f"report written to {args.out} ({len(page.encode()) / 1e6:.1f} MB, "
           "self-contained: open it in any browser)", file=sys.stderr)
     return 0

@@ -34,16 +34,12 @@ def run_validate(argv):
 
 
 def _draw(definitions, path):
-    from pipeline.options import UsageError
+    from pipeline.options import UsageError, write_output
     from pipeline.pictures import NoGraphviz, dependency_dot, render_svg
     try:
         svg = render_svg(dependency_dot(definitions))
     except NoGraphviz as err:
         raise UsageError(str(err)) from None
-    try:
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(svg)
-    except OSError as err:
-        raise UsageError(f"cannot write {path}: {err.strerror}") from None
+    write_output(path, svg)
     print(f"dependency graph written to {path}")
 

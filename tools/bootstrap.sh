@@ -2,8 +2,8 @@
 # Create .venv (or $DYNLISTS_VENV) with a supported Python (3.11 to 3.13: $DYNLISTS_PYTHON
 # if set, else the first of python3.11, python3.12, python3.13, python3 that is one) if it
 # is missing, and install the locked dependencies and this project (with the engine's C
-# module where a C compiler is found); does nothing when requirements.lock, setup.py and the C source
-# (rules/_native.c and its parts in rules/native/) have not changed.
+# module where a C compiler is found); does nothing when requirements.lock, setup.py and
+# the C source (rules/_native.c and its parts in rules/native/) have not changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
