@@ -13,7 +13,7 @@ import subprocess
 DOT_PROGRAM = "dot"
 TOP_LISTS = 12  # lists drawn in "list sizes over time": the largest now
 CHAINS = 10     # deepest cascade chains listed
-CAUSES = ("event", "timer", "definition")
+CAUSES = ("event", "timer", "definition", "reconcile")
 
 
 class NoGraphviz(Exception):
@@ -100,9 +100,10 @@ def cascade_chains(definitions, limit=CHAINS):
 
 
 def cause_kind(cause):
-    """'timer', 'definition' or 'event', from a delta's cause."""
+    """'timer', 'definition', 'reconcile' (a `reconcile --fix`) or 'event', from a
+    delta's cause."""
     kind = cause.split(":", 1)[0] if ":" in cause else ""
-    return kind if kind in ("timer", "definition") else "event"
+    return kind if kind in CAUSES[1:] else "event"
 
 
 def _hour(text):

@@ -85,8 +85,9 @@ def test_dot_names_every_list_and_each_reference_once():
 
 def test_cause_kinds():
     assert [cause_kind(c) for c in ("e-1", "timer:2026-01-01T00:00:00Z",
-                                    "definition:v2", "weird:x")] == \
-        ["event", "timer", "definition", "event"]
+                                    "definition:v2", "reconcile:20261203T000000Z-ab12cd",
+                                    "weird:x")] == \
+        ["event", "timer", "definition", "reconcile", "event"]
 
 
 def test_validate_draws_the_graph(tmp_path):
